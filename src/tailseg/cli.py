@@ -1,0 +1,80 @@
+"""The `tailseg` command: LightningCLI's fit/validate/test/predict plus `describe`.
+
+    tailseg fit --config experiments/synthetic/base.yaml
+    tailseg validate --config experiments/synthetic/base.yaml --ckpt_path RUN/checkpoints/last.ckpt
+    tailseg describe --config experiments/synthetic/base.yaml
+
+Run directories: unless the config sets `trainer.logger`, each run gets a fresh
+`<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
+logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`. W&B mode comes from
+`WANDB_MODE` (default "offline": no account, no network; "online" syncs, "disabled" turns it off).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from tailseg.callbacks import ReportWriter
+from tailseg.data import SegmentationDataModule
+from tailseg.model import SegmentationModel
+
+
+class TailsegCLI(LightningCLI):
+    """LightningCLI with the DataModule's classes linked into the model, run directories and reports."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("save_config_callback", ReportWriter)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(SegmentationModel, SegmentationDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for key in ("num_classes", "class_names", "ignore_index"):
+            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+        parser.add_argument("--report_path", type=str | None, default=None, help="Also write report.json to this path.")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self.save_config_kwargs["report_path"] = config.get("report_path")
+
+    def instantiate_trainer(self, **kwargs):
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
+            kwargs["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd())
+        return super().instantiate_trainer(**kwargs)
+
+
+def default_loggers(root: str) -> list:
+    """A CSV logger that owns a fresh `root/version_<N>` run directory, and W&B inside it."""
+    csv = CSVLogger(save_dir=root, name="")
+    run_dir = Path(csv.log_dir)
+    mode = os.environ.get("WANDB_MODE", "offline")
+    if mode == "disabled":
+        return [csv]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wandb = WandbLogger(
+        project=os.environ.get("WANDB_PROJECT", "tailseg"),
+        name=f"{Path(root).resolve().name}-{run_dir.name}",
+        save_dir=str(run_dir),
+        mode=mode,
+    )
+    return [csv, wandb]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `tailseg` console script and `python -m tailseg`."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "describe":
+        from tailseg.describe import describe_main
+
+        describe_main(argv[1:])
+        return
+    TailsegCLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

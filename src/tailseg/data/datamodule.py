@@ -1,0 +1,194 @@
+"""`SegmentationDataModule`: data sets, class statistics, transforms, sampler and loaders.
+
+Data flow for training: the sampler yields an image index, or an (index, class) pair for a
+crop placed on that class; `TransformedDataset` loads the sample, checks it, and applies
+`TrainTransform` with a per-sample seed drawn from torch's generator.
+
+Class statistics: `class_pixel_counts` is the (N, C) table of the training set, computed once
+(in parallel) and cached on disk (`tailseg.data.stats`). It is *the* channel through which
+losses and samplers get class statistics: samplers receive it at construction, and losses
+that define `set_class_statistics(counts)` receive it from the model at the start of fitting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from tailseg.data.base import DataError, SegmentationDataset
+from tailseg.data.stats import class_pixel_counts
+from tailseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from tailseg.sampling import UniformSampler
+
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """A data set seen through a transform; keys are an index or an (index, class_id) pair."""
+
+    def __init__(self, dataset: SegmentationDataset, transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        index, focus = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), -1)
+        image, mask = self.dataset.load(index)
+        seed = int(torch.randint(0, 2**31 - 2, ()).item())
+        image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus if focus >= 0 else None)
+        return {"image": image_t, "mask": mask_t, "index": index, "name": self.dataset.sample_name(index)}
+
+
+def _positive(field: str, value: int) -> int:
+    if int(value) < 1:
+        raise ValueError(f"SegmentationDataModule: {field} must be >= 1, got {value}")
+    return int(value)
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Owns the data sets, the class statistics, the transforms, the training sampler and the loaders.
+
+    Args:
+        train: The training data set (its classes define the task).
+        val: The validation data set (whole images).
+        test: The test data set (default: none).
+        predict: The data set to predict (default: `val`).
+        crop_size: (height, width) of the training crops.
+        scale_range: Range of the random scale factor of training images.
+        hflip: Random horizontal flips of training crops.
+        mean: Normalisation mean (per channel, pixel values in [0, 1]).
+        std: Normalisation standard deviation.
+        batch_size: Training crops per batch (per process).
+        eval_batch_size: Whole images per validation/test/predict batch.
+        num_workers: Data-loader worker processes.
+        train_sampler: A factory called with the (N, C) class pixel-count table that returns the
+            training sampler (default: `UniformSampler`). In YAML, a `class_path` whose init
+            arguments leave out the table.
+        stats_cache_dir: Folder of the class-statistics cache (default: `$TAILSEG_CACHE` or
+            `~/.cache/tailseg`; "" disables it).
+    """
+
+    def __init__(
+        self,
+        train: SegmentationDataset,
+        val: SegmentationDataset | None = None,
+        test: SegmentationDataset | None = None,
+        predict: SegmentationDataset | None = None,
+        crop_size: tuple[int, int] = (160, 160),
+        scale_range: tuple[float, float] = (0.5, 1.5),
+        hflip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 8,
+        eval_batch_size: int = 4,
+        num_workers: int = 2,
+        train_sampler: Callable[[np.ndarray], Sampler] | None = None,
+        stats_cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.train_set, self.val_set, self.test_set = train, val, test
+        self.predict_set = predict if predict is not None else val
+        for name, ds in (("val", val), ("test", test), ("predict", predict)):
+            if ds is not None and (tuple(ds.class_names) != tuple(train.class_names) or ds.ignore_index != train.ignore_index):
+                raise DataError(
+                    f"SegmentationDataModule: data set '{name}' has classes {ds.class_names} / ignore "
+                    f"{ds.ignore_index}, but 'train' has {train.class_names} / ignore {train.ignore_index}"
+                )
+        if len(crop_size) != 2 or min(crop_size) < 8:
+            raise ValueError(f"SegmentationDataModule: crop_size must be (height, width) >= 8, got {crop_size}")
+        lo, hi = scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"SegmentationDataModule: scale_range must satisfy 0 < low <= high, got {scale_range}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"SegmentationDataModule: mean and std need 3 channels and std > 0, got {mean}, {std}")
+        self.batch_size = _positive("batch_size", batch_size)
+        self.eval_batch_size = _positive("eval_batch_size", eval_batch_size)
+        if num_workers < 0:
+            raise ValueError(f"SegmentationDataModule: num_workers must be >= 0, got {num_workers}")
+        self.num_workers = int(num_workers)
+        self.train_transform = TrainTransform(crop_size, scale_range, hflip, mean, std, train.ignore_index)
+        self.eval_transform = EvalTransform(mean, std)
+        self.sampler_factory = train_sampler if train_sampler is not None else UniformSampler
+        self.stats_cache_dir = stats_cache_dir
+        self.train_sampler: Sampler | None = None
+        self._counts: np.ndarray | None = None
+
+    # What the CLI links into the model.
+    @property
+    def num_classes(self) -> int:
+        return self.train_set.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.train_set.class_names)
+
+    @property
+    def ignore_index(self) -> int:
+        return self.train_set.ignore_index
+
+    @property
+    def class_pixel_counts(self) -> np.ndarray:
+        """(N, C) int64 pixel counts of each class in each training image (computed once, cached)."""
+        if self._counts is None:
+            self.train_set.prepare(max(1, self.num_workers))
+            self._counts = class_pixel_counts(self.train_set, cache_dir=self.stats_cache_dir)
+        return self._counts
+
+    @property
+    def class_frequency(self) -> np.ndarray:
+        """(C,) share of each class among the labelled training pixels."""
+        totals = self.class_pixel_counts.sum(axis=0).astype(np.float64)
+        return totals / max(totals.sum(), 1.0)
+
+    def setup(self, stage: str) -> None:
+        workers = max(1, self.num_workers)
+        if stage == "fit":
+            _ = self.class_pixel_counts  # checks every training mask before training starts
+            if self.val_set is not None:
+                self.val_set.prepare(workers)
+            if self.train_sampler is None:
+                self.train_sampler = self.sampler_factory(self.class_pixel_counts)
+        for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
+            if stage == name:
+                if ds is None:
+                    raise DataError(f"SegmentationDataModule: no '{name}' data set is configured for stage '{stage}'")
+                ds.prepare(workers)
+
+    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
+        return DataLoader(
+            TransformedDataset(dataset, transform),
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_sampler is None:
+            self.setup("fit")
+        return self._loader(self.train_set, self.train_transform, self.batch_size, sampler=self.train_sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, self.eval_transform, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_transform, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, self.eval_transform, self.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        state = getattr(self.train_sampler, "state_dict", None)
+        return {"train_sampler": state()} if callable(state) else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_sampler" in state_dict:
+            if self.train_sampler is None:
+                self.setup("fit")
+            self.train_sampler.load_state_dict(state_dict["train_sampler"])

@@ -1,0 +1,103 @@
+"""Epoch samplers that draw one global sequence per epoch and shard it across DDP ranks.
+
+Every sampler here is built from the DataModule's (N, C) class pixel-count table
+(`SegmentationDataModule.class_pixel_counts`) plus its own keyword arguments, so a YAML entry
+
+    train_sampler:
+      class_path: tailseg.sampling.UniformSampler
+      init_args: {seed: 0}
+
+is a factory that the DataModule calls with the table. The sequence of an epoch is a pure
+function of (seed, epoch, sampler state); rank r of R takes the draws r, r + R, r + 2R, ... of it,
+so the shards are disjoint and together form the global sequence. Ranks default to
+torch.distributed's when it is initialised, else a single replica. Lightning calls
+`set_epoch` before each training epoch (also with `use_distributed_sampler: false`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def as_count_table(class_pixel_counts) -> np.ndarray:
+    """The (N, C) table as a non-negative int64 numpy array, or a ValueError naming what is wrong."""
+    counts = class_pixel_counts.cpu().numpy() if isinstance(class_pixel_counts, torch.Tensor) else np.asarray(class_pixel_counts)
+    if counts.ndim != 2 or counts.shape[0] < 1 or counts.shape[1] < 1:
+        raise ValueError(f"class_pixel_counts must be an (N images, C classes) table, got shape {counts.shape}")
+    if not np.issubdtype(counts.dtype, np.number) or not np.all(np.isfinite(counts)) or (counts < 0).any():
+        raise ValueError("class_pixel_counts must hold finite, non-negative pixel counts")
+    return counts.astype(np.int64)
+
+
+class EpochSampler(torch.utils.data.Sampler, abc.ABC):
+    """Base class: (seed, epoch) -> one global sequence of `num_samples` draws, sharded by rank.
+
+    Args:
+        class_pixel_counts: (N, C) class pixel counts per training image.
+        num_samples: Draws per epoch over all replicas (default N).
+        seed: Seed of the sequence.
+        num_replicas: Number of DDP processes (default: torch.distributed's world size, or 1).
+        rank: This process's rank (default: torch.distributed's rank, or 0).
+    """
+
+    def __init__(
+        self,
+        class_pixel_counts,
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.counts = as_count_table(class_pixel_counts)
+        self.num_images = self.counts.shape[0]
+        self.num_samples = self.num_images if num_samples is None else int(num_samples)
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.seed, self.epoch = int(seed), 0
+        self._num_replicas, self._rank = num_replicas, rank
+        if num_replicas is not None and num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+
+    @property
+    def num_replicas(self) -> int:
+        if self._num_replicas is not None:
+            return self._num_replicas
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def generator(self) -> torch.Generator:
+        """The generator of this epoch's global sequence (identical on every rank)."""
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    @abc.abstractmethod
+    def draw_epoch(self) -> torch.Tensor:
+        """The global sequence of this epoch: int64 (num_samples,) image indices, or (num_samples, 2) (index, class)."""
+
+    def __len__(self) -> int:
+        return self.num_samples // self.num_replicas
+
+    def __iter__(self) -> Iterator:
+        draws = self.draw_epoch()
+        shard = draws[self.rank : len(self) * self.num_replicas : self.num_replicas]
+        return iter(shard.tolist() if shard.ndim == 1 else [tuple(row) for row in shard.tolist()])
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
