@@ -1,8 +1,9 @@
-"""The `tailseg` command: LightningCLI's fit/validate/test/predict plus `describe`.
+"""The `tailseg` command: LightningCLI's fit/validate/test/predict plus `describe` and `compare`.
 
     tailseg fit --config experiments/synthetic/base.yaml
-    tailseg validate --config experiments/synthetic/base.yaml --ckpt_path RUN/checkpoints/last.ckpt
+    tailseg validate --config experiments/synthetic/base.yaml --ckpt_path RUN_DIR/checkpoints/<name>.ckpt
     tailseg describe --config experiments/synthetic/base.yaml
+    tailseg compare runs/synthetic/base runs/synthetic/lmp --sort frequency
 
 Run directories: unless the config sets `trainer.logger`, each run gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
@@ -55,7 +56,7 @@ def default_loggers(root: str) -> list:
     mode = os.environ.get("WANDB_MODE", "offline")
     if mode == "disabled":
         return [csv]
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _ = csv.experiment  # claims the (empty) run directory before W&B writes into it
     wandb = WandbLogger(
         project=os.environ.get("WANDB_PROJECT", "tailseg"),
         name=f"{Path(root).resolve().name}-{run_dir.name}",
@@ -72,6 +73,11 @@ def main(args: list[str] | None = None) -> None:
         from tailseg.describe import describe_main
 
         describe_main(argv[1:])
+        return
+    if argv and argv[0] == "compare":
+        from tailseg.compare import compare_main
+
+        compare_main(argv[1:])
         return
     TailsegCLI(args=argv)
 

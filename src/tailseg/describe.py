@@ -21,7 +21,9 @@ def describe_table(counts: np.ndarray, class_names, title: str) -> str:
     lines = [f"{title}: {n} images, {int(totals.sum())} labelled pixels",
              f"{'class':<{width}}  {'pixels %':>8}  {'images':>7}  {'images %':>8}"]  # fmt: skip
     for c in order:
-        lines.append(f"{class_names[c]:<{width}}  {100 * share[c]:8.3f}  {images[c]:7d}  {100 * images[c] / max(n, 1):8.1f}")
+        lines.append(
+            f"{class_names[c]:<{width}}  {100 * share[c]:8.3f}  {images[c]:7d}  {100 * images[c] / max(n, 1):8.1f}"
+        )
     top6 = share[order[:6]].sum()
     lines.append(f"6 most frequent classes: {100 * top6:.1f}% of the labelled pixels")
     return "\n".join(lines)
@@ -39,6 +41,8 @@ def describe_main(argv: list[str]) -> None:
         if dataset is None:
             continue
         dataset.prepare(max(1, data.num_workers))
-        counts = data.class_pixel_counts if split == "train" else class_pixel_counts(dataset, cache_dir=data.stats_cache_dir)
+        counts = (
+            data.class_pixel_counts if split == "train" else class_pixel_counts(dataset, cache_dir=data.stats_cache_dir)
+        )
         print(describe_table(counts, dataset.class_names, f"{split} ({type(dataset).__name__})"))
         print()

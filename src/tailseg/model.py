@@ -6,14 +6,17 @@ data-set-level (one confusion matrix summed over the whole split); classes absen
 the predictions and the ground truth are NaN and left out of the mean.
 
 Class statistics reach a loss through one channel: if the loss defines
-`set_class_statistics(counts)`, the model calls it at the start of fitting with the DataModule's
-(N, C) `class_pixel_counts` table.
+`set_class_statistics(counts)`, the model's `setup` (fit, validate, test, predict) calls it with
+the DataModule's (N, C) `class_pixel_counts` table (as a tensor).
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
@@ -21,11 +24,46 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from tailseg.inference import Tiling
 from tailseg.losses import CrossEntropy
 from tailseg.metrics import ClassIoU
 from tailseg.optim import PolyLR
 
 STAGES = ("train", "val", "test")
+
+
+def rng_states() -> dict:
+    """The random states that training consumes (Python, NumPy, torch CPU and CUDA), as tensors and plain
+    numbers so that `torch.load(weights_only=True)` can read the checkpoint."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },  # fmt: skip
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` saved."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = states["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,6 +88,9 @@ class SegmentationModel(pl.LightningModule):
             weight_decay=1e-4).
         lr_scheduler: A factory `(optimizer, total_steps) -> LRScheduler`, stepped every step;
             default `PolyLR(power=0.9)` over `trainer.estimated_stepping_batches`.
+        tiling: How validation, test and prediction see an image: `Tiling(mode="whole")` (default),
+            "efficient", "optimized" or "slide" (`tailseg.inference.Tiling`). Its `pad_to` is raised
+            to a multiple of the encoder's output stride, which DeepLabV3+ needs.
     """
 
     def __init__(
@@ -65,6 +106,7 @@ class SegmentationModel(pl.LightningModule):
         loss: nn.Module | None = None,
         optimizer: Callable[[object], Optimizer] | None = None,
         lr_scheduler: Callable[[Optimizer, int], LRScheduler] | None = None,
+        tiling: Tiling | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -86,6 +128,8 @@ class SegmentationModel(pl.LightningModule):
         )
         self.loss = loss if loss is not None else CrossEntropy(ignore_index=ignore_index)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.tiling = tiling if tiling is not None else Tiling("whole")
+        self.tiling.pad_to = math.lcm(self.tiling.pad_to, int(self.net.encoder.output_stride))
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix.
         self.iou = nn.ModuleDict({f"{s}_iou": ClassIoU(num_classes, ignore_index) for s in STAGES})
         self.latest_iou: dict[str, torch.Tensor] = {}
@@ -93,10 +137,10 @@ class SegmentationModel(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
         setter = getattr(self.loss, "set_class_statistics", None)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if callable(setter) and datamodule is not None:
+        if callable(setter) and getattr(datamodule, "train_set", None) is not None:
             setter(torch.as_tensor(datamodule.class_pixel_counts))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -111,8 +155,12 @@ class SegmentationModel(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of whole images under the configured tiling (validation, test, prediction)."""
+        return self.tiling(self, images)
+
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = self(batch["image"])
+        logits = self.predict_logits(batch["image"])
         self.iou[f"{stage}_iou"].update(logits.argmax(1), batch["mask"])
         self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), batch_size=len(logits), sync_dist=True)
 
@@ -123,7 +171,11 @@ class SegmentationModel(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"prediction": self(batch["image"]).argmax(1), "name": batch["name"]}
+        return {"prediction": self.predict_logits(batch["image"]).argmax(1), "name": batch["name"]}
+
+    def epoch_iou(self, stage: str) -> torch.Tensor:
+        """Per-class IoU accumulated so far in this epoch (`stage`: train, val or test), synced across ranks."""
+        return self.iou[f"{stage}_iou"].compute()
 
     def _log_iou(self, stage: str) -> None:
         iou = self.iou[f"{stage}_iou"].compute()
@@ -144,6 +196,18 @@ class SegmentationModel(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_iou("test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # A resumed run continues torch's random stream (dropout) where the checkpointed run left it.
+        if getattr(self, "_rng_to_restore", None) is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_factory is None:
@@ -151,5 +215,7 @@ class SegmentationModel(pl.LightningModule):
         else:
             optimizer = self.optimizer_factory(params)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = PolyLR(optimizer, total) if self.scheduler_factory is None else self.scheduler_factory(optimizer, total)
+        scheduler = (
+            PolyLR(optimizer, total) if self.scheduler_factory is None else self.scheduler_factory(optimizer, total)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -8,6 +8,9 @@ It is the CLI's config-saving callback (a `SaveConfigCallback`): the resolved co
 - `per_class_iou`: {class name: IoU in %}, null for classes absent from truth and prediction;
 - `miou`, `worst`, `std`: mean, lowest and sample standard deviation (ddof 1) over the
   classes that have an IoU, in %;
+- `fairness`: the TCE paper's fairness criteria of the per-class IoU in % (`fairness_report`:
+  miou, worst, std, sorted_bottom / sorted_top of the 25% lowest / highest classes, p25 / p75
+  thresholds and the mIoU of the classes beyond them), sorted by the model's own IoU;
 - `class_frequency`: {class name: share of the labelled training pixels};
 - `config`: the resolved config; `checkpoint`: the checkpoint evaluated (fit: the last one
   saved); `run_dir`, `epoch`, `global_step`.
@@ -22,15 +25,20 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.utilities import rank_zero_only
 
-from tailseg.metrics.summary import summarize_iou
+from tailseg.metrics import fairness_report, summarize_iou
 
 
-def _percent(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(100.0 * float(value), 4)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else _rounded(100.0 * float(value))
 
 
 def format_iou_table(report: dict) -> str:
@@ -45,7 +53,10 @@ def format_iou_table(report: dict) -> str:
         lines.append(
             f"{name:<{width}}  {'n/a' if iou is None else f'{iou:7.2f}':>7}  {'' if share is None else f'{100 * share:8.3f}'}"
         )
-    lines.append(f"{'mIoU':<{width}}  {report['miou']:7.2f}   worst {report['worst']:.2f}  std {report['std']:.2f}")
+    summary = "  ".join(f"{key} {report[key]:.2f}" for key in ("worst", "std") if report[key] is not None)
+    lines.append(
+        f"{'mIoU':<{width}}  {report['miou'] if report['miou'] is not None else float('nan'):7.2f}   {summary}"
+    )
     return "\n".join(lines)
 
 
@@ -68,6 +79,8 @@ class ReportWriter(SaveConfigCallback):
             return None
         values = iou.double().numpy()
         summary = summarize_iou(values)
+        percent = values * 100.0
+        fairness = fairness_report(percent) if (~np.isnan(percent)).any() else None
         datamodule = getattr(trainer, "datamodule", None)
         frequency = None
         if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
@@ -83,6 +96,7 @@ class ReportWriter(SaveConfigCallback):
             "miou": _percent(summary["miou"]),
             "worst": _percent(summary["worst"]),
             "std": _percent(summary["std"]),
+            "fairness": None if fairness is None else {k: _rounded(v) for k, v in fairness.items()},
             "class_frequency": frequency,
             "config": json.loads(self.parser.dump(self.config, format="json", skip_none=False)),
             "checkpoint": str(checkpoint) if checkpoint else None,

@@ -1,13 +1,19 @@
 """`SegmentationDataModule`: data sets, class statistics, transforms, sampler and loaders.
 
 Data flow for training: the sampler yields an image index, or an (index, class) pair for a
-crop placed on that class; `TransformedDataset` loads the sample, checks it, and applies
-`TrainTransform` with a per-sample seed drawn from torch's generator.
+crop placed on that class; `SeededKeys` attaches to each draw an augmentation seed that is a
+pure function of (seed, epoch, rank, position); `TransformedDataset` loads the sample, checks
+it, and applies `TrainTransform` with that seed.
+
+Reproducibility: a training epoch's crops depend only on the DataModule's `seed`, the epoch and
+the sampler's state - not on worker count, not on torch's global random state - so a run resumed
+from a checkpoint sees exactly the crops of an uninterrupted run. The loaders draw their worker
+seeds from private generators and leave torch's global generator (used by dropout) alone.
 
 Class statistics: `class_pixel_counts` is the (N, C) table of the training set, computed once
 (in parallel) and cached on disk (`tailseg.data.stats`). It is *the* channel through which
 losses and samplers get class statistics: samplers receive it at construction, and losses
-that define `set_class_statistics(counts)` receive it from the model at the start of fitting.
+that define `set_class_statistics(counts)` receive it from the model's `setup`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,11 @@ from tailseg.sampling import UniformSampler
 
 
 class TransformedDataset(torch.utils.data.Dataset):
-    """A data set seen through a transform; keys are an index or an (index, class_id) pair."""
+    """A data set seen through a transform.
+
+    Keys: an index; an (index, class_id) pair (crop on that class, −1 for none); or an
+    (index, class_id, seed) triple that also fixes the augmentation's randomness.
+    """
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
         self.dataset, self.transform = dataset, transform
@@ -35,11 +45,39 @@ class TransformedDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key) -> dict:
-        index, focus = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), -1)
+        key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+        index, focus = int(key[0]), int(key[1]) if len(key) > 1 else -1
+        seed = int(key[2]) if len(key) > 2 else int(torch.randint(0, 2**31 - 2, ()).item())
         image, mask = self.dataset.load(index)
-        seed = int(torch.randint(0, 2**31 - 2, ()).item())
         image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus if focus >= 0 else None)
         return {"image": image_t, "mask": mask_t, "index": index, "name": self.dataset.sample_name(index)}
+
+
+class SeededKeys(Sampler):
+    """Wraps a sampler so each draw carries its augmentation seed: (index, class_id, seed).
+
+    The seeds of an epoch are drawn from a generator seeded with (seed, epoch, rank), one per
+    position, so they do not depend on workers or on torch's global random state.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int) -> None:
+        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        rank = getattr(self.sampler, "rank", 0)
+        g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(rank)) % 2**63)
+        seeds = torch.randint(0, 2**31 - 2, (len(self.sampler),), generator=g).tolist()
+        for key, seed in zip(self.sampler, seeds, strict=False):
+            index, focus = (key[0], key[1]) if isinstance(key, (tuple, list)) else (key, -1)
+            yield int(index), int(focus), seed
 
 
 def _positive(field: str, value: int) -> int:
@@ -69,6 +107,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             arguments leave out the table.
         stats_cache_dir: Folder of the class-statistics cache (default: `$TAILSEG_CACHE` or
             `~/.cache/tailseg`; "" disables it).
+        seed: Seed of the augmentation stream and of samplers built without their own seed
+            (default: torch's initial seed, i.e. `seed_everything`'s value).
     """
 
     def __init__(
@@ -87,12 +127,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         train_sampler: Callable[[np.ndarray], Sampler] | None = None,
         stats_cache_dir: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
         self.predict_set = predict if predict is not None else val
         for name, ds in (("val", val), ("test", test), ("predict", predict)):
-            if ds is not None and (tuple(ds.class_names) != tuple(train.class_names) or ds.ignore_index != train.ignore_index):
+            if ds is not None and (
+                tuple(ds.class_names) != tuple(train.class_names) or ds.ignore_index != train.ignore_index
+            ):
                 raise DataError(
                     f"SegmentationDataModule: data set '{name}' has classes {ds.class_names} / ignore "
                     f"{ds.ignore_index}, but 'train' has {train.class_names} / ignore {train.ignore_index}"
@@ -113,6 +156,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.eval_transform = EvalTransform(mean, std)
         self.sampler_factory = train_sampler if train_sampler is not None else UniformSampler
         self.stats_cache_dir = stats_cache_dir
+        self.seed = seed
         self.train_sampler: Sampler | None = None
         self._counts: np.ndarray | None = None
 
@@ -149,8 +193,12 @@ class SegmentationDataModule(pl.LightningDataModule):
             _ = self.class_pixel_counts  # checks every training mask before training starts
             if self.val_set is not None:
                 self.val_set.prepare(workers)
+            if self.seed is None:
+                self.seed = torch.initial_seed() % 2**31
             if self.train_sampler is None:
                 self.train_sampler = self.sampler_factory(self.class_pixel_counts)
+                if getattr(self.train_sampler, "seed", 0) is None:
+                    self.train_sampler.seed = self.seed
         for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
             if stage == name:
                 if ds is None:
@@ -164,13 +212,15 @@ class SegmentationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed or 0),  # leaves the global generator alone
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_sampler is None:
             self.setup("fit")
-        return self._loader(self.train_set, self.train_transform, self.batch_size, sampler=self.train_sampler, drop_last=True)
+        sampler = SeededKeys(self.train_sampler, self.seed)
+        return self._loader(self.train_set, self.train_transform, self.batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:
@@ -182,13 +232,3 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, self.eval_transform, self.eval_batch_size)
-
-    def state_dict(self) -> dict:
-        state = getattr(self.train_sampler, "state_dict", None)
-        return {"train_sampler": state()} if callable(state) else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if "train_sampler" in state_dict:
-            if self.train_sampler is None:
-                self.setup("fit")
-            self.train_sampler.load_state_dict(state_dict["train_sampler"])

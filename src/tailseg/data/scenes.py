@@ -220,7 +220,6 @@ def _beyond_sidewalk(c: _Canvas, st: _Street, side: int) -> None:
     rng, h, hz = c.rng, c.h, st.horizon
     far = st.walk_span(hz + 1, side)[1 if side > 0 else 0]
     near = st.walk_span(h, side)[1 if side > 0 else 0]
-    edge = c.w if side > 0 else 0
     if rng.random() < PRESENCE[TERRAIN]:
         depth = rng.uniform(0.15, 0.5) * st.walk * side
         poly = [(far, hz), (far + depth * 0.05, hz), (near + depth, h), (near, h)]
@@ -361,7 +360,12 @@ def _car(c: _Canvas, st: _Street, y: float, x: float) -> None:
             lambda m: cv2.rectangle(m, (0, 0), (m.shape[1] - 1, m.shape[0] - 1), 1, -1), colour, CAR)  # fmt: skip
     cabin = [(x - w * 0.35, body_top), (x - w * 0.22, y - h), (x + w * 0.22, y - h), (x + w * 0.38, body_top)]
     c.fill_poly(cabin, colour, CAR, noise=5)
-    glass = [(x - w * 0.3, body_top), (x - w * 0.2, y - h * 0.93), (x + w * 0.2, y - h * 0.93), (x + w * 0.33, body_top)]
+    glass = [
+        (x - w * 0.3, body_top),
+        (x - w * 0.2, y - h * 0.93),
+        (x + w * 0.2, y - h * 0.93),
+        (x + w * 0.33, body_top),
+    ]
     c.fill_poly(glass, _jitter(rng, (50, 65, 85), 8), CAR, noise=4)
     _wheels(c, y, (x - w * 0.3, x + w * 0.3), h * 0.2, CAR)
 
@@ -492,16 +496,19 @@ def _objects(c: _Canvas, st: _Street) -> None:
 
     for _ in range(rng.integers(1, 7) if rng.random() < 0.92 else 0):
         y = ground(0.05, 0.85)
-        items.append((y, lambda y=y, x=on_road(y): _car(c, st, y, x)))
+        x = on_road(y)
+        items.append((y, lambda y=y, x=x: _car(c, st, y, x)))
     for _ in range(rng.integers(1, 8) if rng.random() < 0.9 else 0):
         y = ground(0.05, 0.9)
-        items.append((y, lambda y=y, x=on_walk(y): _pole(c, st, y, x)))
+        x = on_walk(y)
+        items.append((y, lambda y=y, x=x: _pole(c, st, y, x)))
     for side in (-1, 1):  # rows of street trees along the outer edge of the sidewalks
         if rng.random() < 0.85:
             y = hz + rng.uniform(1, 4)
             while y < h * 1.05:
                 edge = st.walk_span(y, side)[0 if side < 0 else 1]
-                items.append((y, lambda y=y, x=edge + rng.normal(0, 3): _tree(c, st, y, x)))
+                x = edge + rng.normal(0, 3)
+                items.append((y, lambda y=y, x=x: _tree(c, st, y, x)))
                 y += c.u * rng.uniform(4, 14) + (y - hz) * rng.uniform(0.3, 0.8)
     for _ in range(rng.integers(1, 9) if rng.random() < PRESENCE[PERSON] else 0):
         y = ground(0.05, 0.95)
@@ -510,7 +517,8 @@ def _objects(c: _Canvas, st: _Street) -> None:
     for cls, draw, max_count in ((TRUCK, _truck, 2), (BUS, _bus, 1)):
         for _ in range(rng.integers(1, max_count + 1) if rng.random() < PRESENCE[cls] else 0):
             y = ground(0.1, 0.8)
-            items.append((y, lambda y=y, x=on_road(y), draw=draw: draw(c, st, y, x)))
+            x = on_road(y)
+            items.append((y, lambda y=y, x=x, draw=draw: draw(c, st, y, x)))
     if rng.random() < PRESENCE[TRAIN]:
         y = ground(0.1, 0.6)
         items.append((y, lambda y=y: _train(c, st, y)))
@@ -527,10 +535,12 @@ def _objects(c: _Canvas, st: _Street) -> None:
     if rng.random() < PRESENCE[RIDER]:  # riders also ride through scenes without parked two-wheelers
         y = ground(0.05, 0.95)
         motor = rng.random() < 0.5
-        items.append((y, lambda y=y, x=on_road(y), m=motor: _two_wheeler(c, st, y, x, m, True)))
+        x = on_road(y)
+        items.append((y, lambda y=y, x=x, m=motor: _two_wheeler(c, st, y, x, m, True)))
     for _ in range(rng.integers(0, 3)):
         y = ground(0.1, 0.95)
-        items.append((y, lambda y=y, x=on_walk(y): _clutter(c, st, y, x)))
+        x = on_walk(y)
+        items.append((y, lambda y=y, x=x: _clutter(c, st, y, x)))
     for _, draw in sorted(items, key=lambda item: item[0]):
         draw()
 

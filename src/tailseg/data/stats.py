@@ -35,7 +35,9 @@ def _count_one(dataset: SegmentationDataset, index: int) -> np.ndarray:
     image_shape = _image_shape(dataset, index)
     mask = dataset.check_mask(dataset.load_mask(index), index)
     if image_shape is not None and tuple(image_shape) != tuple(mask.shape):
-        raise DataError(f"{dataset.sample_name(index)}: image size {tuple(image_shape)} and mask size {mask.shape} differ")
+        raise DataError(
+            f"{dataset.sample_name(index)}: image size {tuple(image_shape)} and mask size {mask.shape} differ"
+        )
     return count_classes(mask, dataset.num_classes)
 
 

@@ -1,5 +1,31 @@
-"""Losses, each an `nn.Module` called as `loss(logits[B, C, H, W], target[B, H, W]) -> scalar`."""
+"""Losses, each an `nn.Module` called as `loss(logits[B, C, H, W], target[B, H, W]) -> scalar`.
 
+- `CrossEntropy`: the papers' BASE / MCCE.
+- `LossMaxPooling` (`lmp_weights`, `loss_max_pooling`): LMP paper, Theorems 1-2, Algorithm 1.
+- `TiltedCrossEntropy`: TCE paper, eqs. 2-3 (image or class level).
+- Baselines: `MedianFrequencyCrossEntropy` (Eigen & Fergus), `FocalLoss` (Lin et al.),
+  `BootstrappedCrossEntropy` (Wu et al.), `OhemCrossEntropy`.
+
+Losses that need class statistics define `set_class_statistics(counts)`; the model calls it
+with the DataModule's cached (N, C) class pixel-count table.
+"""
+
+from tailseg.losses.bootstrap import BootstrappedCrossEntropy
 from tailseg.losses.ce import CrossEntropy
+from tailseg.losses.focal import FocalLoss
+from tailseg.losses.lmp import LossMaxPooling, lmp_weights, loss_max_pooling
+from tailseg.losses.ohem import OhemCrossEntropy
+from tailseg.losses.tilted import TiltedCrossEntropy
+from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy
 
-__all__ = ["CrossEntropy"]
+__all__ = [
+    "BootstrappedCrossEntropy",
+    "CrossEntropy",
+    "FocalLoss",
+    "LossMaxPooling",
+    "MedianFrequencyCrossEntropy",
+    "OhemCrossEntropy",
+    "TiltedCrossEntropy",
+    "lmp_weights",
+    "loss_max_pooling",
+]

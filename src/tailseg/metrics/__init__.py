@@ -1,6 +1,7 @@
-"""Segmentation metrics: per-class IoU (and, later, fairness criteria)."""
+"""Segmentation metrics: per-class IoU and the TCE paper's fairness criteria."""
 
+from tailseg.metrics.fairness import fairness_report, worst_k_to_match
 from tailseg.metrics.iou import ClassIoU, iou_from_confusion
 from tailseg.metrics.summary import summarize_iou
 
-__all__ = ["ClassIoU", "iou_from_confusion", "summarize_iou"]
+__all__ = ["ClassIoU", "fairness_report", "iou_from_confusion", "summarize_iou", "worst_k_to_match"]

@@ -35,13 +35,17 @@ class ClassIoU(Metric):
     def __init__(self, num_classes: int, ignore_index: int = 255, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
-        self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         keep = target != self.ignore_index
         truth, pred = target[keep].long(), preds[keep].long()  # labels were checked when loaded
         index = truth * self.num_classes + pred
-        self.confusion += torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        self.confusion += torch.bincount(index, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def compute(self) -> torch.Tensor:
         return iou_from_confusion(self.confusion)

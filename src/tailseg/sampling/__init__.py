@@ -1,6 +1,7 @@
-"""Training samplers: uniform, and (later) performance-aware and tilted-class sampling."""
+"""Training samplers: uniform, performance-aware (LMP paper §4) and tilted-class sampling."""
 
 from tailseg.sampling.base import EpochSampler
+from tailseg.sampling.performance import PerformanceAwareSampler, inverse_iou_probabilities
 from tailseg.sampling.uniform import UniformSampler
 
-__all__ = ["EpochSampler", "UniformSampler"]
+__all__ = ["EpochSampler", "PerformanceAwareSampler", "UniformSampler", "inverse_iou_probabilities"]

@@ -26,7 +26,11 @@ import torch.distributed as dist
 
 def as_count_table(class_pixel_counts) -> np.ndarray:
     """The (N, C) table as a non-negative int64 numpy array, or a ValueError naming what is wrong."""
-    counts = class_pixel_counts.cpu().numpy() if isinstance(class_pixel_counts, torch.Tensor) else np.asarray(class_pixel_counts)
+    counts = (
+        class_pixel_counts.cpu().numpy()
+        if isinstance(class_pixel_counts, torch.Tensor)
+        else np.asarray(class_pixel_counts)
+    )
     if counts.ndim != 2 or counts.shape[0] < 1 or counts.shape[1] < 1:
         raise ValueError(f"class_pixel_counts must be an (N images, C classes) table, got shape {counts.shape}")
     if not np.issubdtype(counts.dtype, np.number) or not np.all(np.isfinite(counts)) or (counts < 0).any():
@@ -40,7 +44,8 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
     Args:
         class_pixel_counts: (N, C) class pixel counts per training image.
         num_samples: Draws per epoch over all replicas (default N).
-        seed: Seed of the sequence.
+        seed: Seed of the sequence; None takes the DataModule's seed (which follows `seed_everything`),
+            or 0 when the sampler is used on its own.
         num_replicas: Number of DDP processes (default: torch.distributed's world size, or 1).
         rank: This process's rank (default: torch.distributed's rank, or 0).
     """
@@ -49,7 +54,7 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
         self,
         class_pixel_counts,
         num_samples: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
@@ -58,7 +63,7 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
         self.num_samples = self.num_images if num_samples is None else int(num_samples)
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.seed, self.epoch = int(seed), 0
+        self.seed, self.epoch = (None if seed is None else int(seed)), 0
         self._num_replicas, self._rank = num_replicas, rank
         if num_replicas is not None and num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
@@ -82,7 +87,7 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
 
     def generator(self) -> torch.Generator:
         """The generator of this epoch's global sequence (identical on every rank)."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.Generator().manual_seed((self.seed or 0) * 1_000_003 + self.epoch)
 
     @abc.abstractmethod
     def draw_epoch(self) -> torch.Tensor:
@@ -100,4 +105,5 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+        self.seed = None if state["seed"] is None else int(state["seed"])
+        self.epoch = int(state["epoch"])

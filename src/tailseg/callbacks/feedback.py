@@ -1,0 +1,74 @@
+"""`ClassIoUFeedback`: per-class training IoU -> the performance-aware sampler (LMP paper, §4).
+
+At the end of every training epoch (and, with `every_n_steps`, also every n optimisation
+steps) the callback takes the per-class IoU that the model has accumulated on its training
+crops since the epoch began, synchronised across DDP ranks by torchmetrics, and calls
+`trainer.datamodule.train_sampler.update(iou)`. The sampler draws each epoch's sequence when
+the epoch starts, so new probabilities take effect from the next epoch, without reloading
+dataloaders (also with persistent workers: samplers run in the main process). Updates every n
+steps therefore only matter for the last one before an epoch ends, unless epochs are long
+compared to n (they are useful to see the probabilities evolve in the logs).
+
+It logs `sampler/p/<class name>` (the class-driven probabilities) and keeps the sampler's state
+(IoU, seed, epoch) in checkpoints, so a resumed run draws exactly what an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+
+class ClassIoUFeedback(pl.Callback):
+    """Feeds the training per-class IoU to `trainer.datamodule.train_sampler.update`.
+
+    Args:
+        every_n_steps: Also update every n optimisation steps (0: only at epoch ends).
+    """
+
+    def __init__(self, every_n_steps: int = 0) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"ClassIoUFeedback: every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = int(every_n_steps)
+        self._pending_state: dict | None = None
+        self._sampler = None
+
+    @staticmethod
+    def sampler(trainer: pl.Trainer):
+        sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
+        if sampler is None or not callable(getattr(sampler, "update", None)):
+            raise RuntimeError(
+                "ClassIoUFeedback needs a training sampler with update(iou), e.g. data.train_sampler: "
+                f"tailseg.sampling.PerformanceAwareSampler; got {type(sampler).__name__}"
+            )
+        return sampler
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._sampler = self.sampler(trainer)  # fails before training if the sampler cannot take feedback
+            if self._pending_state is not None:
+                self._sampler.load_state_dict(self._pending_state)
+                self._pending_state = None
+
+    def _feed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        iou = pl_module.epoch_iou("train")
+        sampler = self.sampler(trainer)
+        sampler.update(iou.cpu())
+        for name, p in zip(pl_module.class_names, sampler.class_probabilities.tolist(), strict=True):
+            pl_module.log(f"sampler/p/{name}", float(p), on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._feed(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._feed(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"sampler": self._sampler.state_dict()} if self._sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state = state_dict.get("sampler")
+        if state is not None and self._sampler is not None:
+            self._sampler.load_state_dict(state)
+        else:
+            self._pending_state = state

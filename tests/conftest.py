@@ -1,0 +1,31 @@
+"""Test set-up: CPU only, no network, W&B disabled, a private statistics cache, tiny models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# A tiny stand-in for DeepLabV3+'s encoder and a tiny synthetic data set, for CLI runs.
+TINY_ENCODER = "tu-mobilenetv3_small_050"
+
+
+def tiny_synthetic_args(train: int = 8, val: int = 4, height: int = 64, width: int = 128) -> list[str]:
+    """CLI overrides that shrink a synthetic-data config to seconds of CPU time."""
+    args = ["--model.encoder_name", TINY_ENCODER, "--data.crop_size", "[64,64]", "--data.batch_size", "2",
+            "--data.eval_batch_size", "2", "--data.num_workers", "0"]  # fmt: skip
+    for split, n in (("train", train), ("val", val)):
+        args += [f"--data.{split}.init_args.num_images", str(n), f"--data.{split}.init_args.height", str(height),
+                 f"--data.{split}.init_args.width", str(width)]  # fmt: skip
+    return args
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TAILSEG_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,138 @@
+"""The real CLI on every experiment config, reports, checkpoints, and failures that name their cause."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_ENCODER, tiny_synthetic_args
+from tailseg.cli import main
+from tailseg.model import NonFiniteLossError, SegmentationModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "experiments").rglob("*.yaml"))
+SYNTHETIC = ROOT / "experiments" / "synthetic" / "base.yaml"
+
+
+def overrides_for(config: Path) -> list[str]:
+    """Shrink a config to a tiny model and data set, whatever data set it uses."""
+    data = yaml.safe_load(config.read_text())["data"]
+    if data["train"]["class_path"].endswith("SyntheticStreets"):
+        return tiny_synthetic_args()
+    raise AssertionError(f"{config}: no test fixture for data set {data['train']['class_path']}")
+
+
+def test_configs_exist():
+    assert SYNTHETIC in CONFIGS
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "experiments")))
+def test_every_config_runs_fast_dev_run(config, tmp_path):
+    main(["fit", "--config", str(config), *overrides_for(config), "--trainer.fast_dev_run", "true",
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+
+
+def test_print_config_is_a_loadable_config(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(SYNTHETIC), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["loss"]["class_path"] == "tailseg.losses.CrossEntropy"
+    assert printed["data"]["train"]["class_path"] == "tailseg.data.SyntheticStreets"
+    path = tmp_path / "printed.yaml"
+    path.write_text(yaml.safe_dump(printed))
+    main(["fit", "--config", str(path), *tiny_synthetic_args(), "--trainer.fast_dev_run", "true",
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+
+
+def _fit(root: Path, *extra: str) -> dict:
+    main(["fit", "--config", str(SYNTHETIC), *tiny_synthetic_args(), "--trainer.max_steps", "4",
+          "--trainer.check_val_every_n_epoch", "1", "--trainer.default_root_dir", str(root),
+          "--trainer.enable_progress_bar", "false", "--report_path", str(root / "report.json"), *extra])  # fmt: skip
+    return json.loads((root / "report.json").read_text())
+
+
+def test_fit_checkpoint_reload_validate_gives_the_same_metrics(tmp_path):
+    report = _fit(tmp_path / "fit")
+    run_dir = Path(report["run_dir"])
+    assert run_dir == tmp_path / "fit" / "version_0"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "report.json").is_file()
+    assert (run_dir / "metrics.csv").is_file()
+    assert set(report) >= {"per_class_iou", "miou", "worst", "std", "class_frequency", "config", "checkpoint"}
+    assert len(report["per_class_iou"]) == 19 and math.isclose(sum(report["class_frequency"].values()), 1.0)
+    assert report["config"]["model"]["loss"]["class_path"] == "tailseg.losses.CrossEntropy"
+    ckpt = report["checkpoint"]
+    assert ckpt and Path(ckpt).is_file()
+
+    # The CLI's validate on the checkpoint reproduces the last validation of fit.
+    main(["validate", "--config", str(SYNTHETIC), *tiny_synthetic_args(), "--ckpt_path", ckpt,
+          "--trainer.default_root_dir", str(tmp_path / "val"), "--trainer.enable_progress_bar", "false",
+          "--report_path", str(tmp_path / "val.json")])  # fmt: skip
+    again = json.loads((tmp_path / "val.json").read_text())
+    assert again["stage"] == "validate" and again["checkpoint"] == ckpt
+    for name, value in report["per_class_iou"].items():
+        assert (value is None and again["per_class_iou"][name] is None) or math.isclose(
+            value, again["per_class_iou"][name], rel_tol=1e-6, abs_tol=1e-6
+        )
+
+    # load_from_checkpoint rebuilds the model with its loss and encoder.
+    model = SegmentationModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    assert type(model.loss).__name__ == "CrossEntropy"
+    assert model.hparams.encoder_name == TINY_ENCODER and model.class_names[0] == "road"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+    # A second run never overwrites the first: it gets its own directory.
+    second = _fit(tmp_path / "fit")
+    assert Path(second["run_dir"]) == tmp_path / "fit" / "version_1"
+
+
+def test_wandb_offline_run_lives_in_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    report = _fit(tmp_path)
+    offline = list((Path(report["run_dir"]) / "wandb").glob("offline-run-*"))
+    assert offline, "no offline W&B run was written"
+
+
+class NaNLoss(torch.nn.Module):
+    def forward(self, logits, target):
+        return logits.mean() * float("nan")
+
+
+def test_non_finite_loss_stops_with_step_and_file_names(tmp_path):
+    import pytorch_lightning as pl
+
+    from tailseg.data import SegmentationDataModule, SyntheticStreets
+
+    dm = SegmentationDataModule(
+        SyntheticStreets("train", 4, 64, 64), SyntheticStreets("val", 2, 64, 64), crop_size=(32, 32),
+        batch_size=2, num_workers=0,
+    )  # fmt: skip
+    model = SegmentationModel(19, encoder_name=TINY_ENCODER, loss=NaNLoss())
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"global step 0 .*synthetic_train_00000\d"):
+        trainer.fit(model, dm)
+
+
+def test_config_value_out_of_range_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        main(["fit", "--config", str(SYNTHETIC), *tiny_synthetic_args(), "--data.batch_size", "0",
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert not (tmp_path / "version_0" / "checkpoints").exists()
+
+
+def test_console_script_describe(tmp_path):
+    exe = Path(sys.executable).with_name("tailseg")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "tailseg"]
+    out = subprocess.run([*command, "describe", "--config", str(SYNTHETIC), *tiny_synthetic_args()],
+                         capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
+    assert "train (SyntheticStreets): 8 images" in out and "val (SyntheticStreets): 4 images" in out
+    assert "6 most frequent classes" in out and "traffic light" in out
