@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export WANDB_SILENT := true
 
-.PHONY: demo test lint bench clean-runs
+.PHONY: demo test lint bench
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+DEMO_METHODS ?= base lmp
+
 demo: $(STAMP)
-	$(PY) -m tailseg fit --config experiments/synthetic/base.yaml \
-		--trainer.default_root_dir runs/demo/base --report_path runs/demo/base/report.json
+	@for method in $(DEMO_METHODS); do \
+		echo "== training $$method (experiments/synthetic/$$method.yaml)"; \
+		$(PY) -m tailseg fit --config experiments/synthetic/$$method.yaml \
+			--trainer.default_root_dir runs/demo/$$method --report_path runs/demo/$$method/report.json || exit 1; \
+	done
+	$(PY) -m tailseg compare $(foreach m,$(DEMO_METHODS),runs/demo/$(m)) --sort frequency --output runs/demo/comparison.md
+	$(PY) -m tailseg.analysis.gains runs/demo --reference $(firstword $(DEMO_METHODS)) --output runs/demo/gains.png
+	@echo "Demo done: runs/demo/comparison.md, runs/demo/gains.png; notebooks: notebooks/01_per_class_gains.ipynb, notebooks/02_fairness.ipynb (TAILSEG_RUNS=runs/demo)"
 
 test: $(STAMP)
 	WANDB_MODE=disabled $(PY) -m pytest

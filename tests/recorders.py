@@ -44,3 +44,31 @@ class StopAfterEpoch(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch >= self.epoch:
             trainer.should_stop = True
+
+
+class RecordTiltedWeights(pl.Callback):
+    """Writes `<out_dir>/rank<r>.json`: per epoch the image indices and the class of every training batch, and
+    the tilted sampler's class weights (and log L̃) when each epoch starts and when fitting ends."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.record: dict = {"batches": {}, "classes": {}, "weights": {}, "log_l": {}}
+
+    def _sampler_state(self, trainer, key: str) -> None:
+        sampler = trainer.datamodule.train_sampler
+        self.record["weights"][key] = sampler.weights.tolist()
+        self.record["log_l"][key] = sampler.log_l.tolist()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._sampler_state(trainer, str(trainer.current_epoch))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        epoch = str(trainer.current_epoch)
+        self.record["batches"].setdefault(epoch, []).append(batch["index"].tolist())
+        self.record["classes"].setdefault(epoch, []).append(batch["class"].tolist())
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._sampler_state(trainer, "end")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(self.record))

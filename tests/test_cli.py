@@ -21,12 +21,35 @@ CONFIGS = sorted((ROOT / "experiments").rglob("*.yaml"))
 SYNTHETIC = ROOT / "experiments" / "synthetic" / "base.yaml"
 
 
-def overrides_for(config: Path) -> list[str]:
-    """Shrink a config to a tiny model and data set, whatever data set it uses."""
+#: The fixture folder (a key of the `dataset_roots` fixture) of each file-based data set class.
+FIXTURE_OF = {"Cityscapes": "cityscapes", "PascalVOC": "voc", "ADE20K": "ade20k"}
+
+
+def overrides_for(config: Path, roots: dict | None = None) -> list[str]:
+    """Shrink a config to a tiny model and data set, whatever data set it uses.
+
+    Synthetic configs get `tiny_synthetic_args`. Configs on Cityscapes / PASCAL VOC / ADE20K get the
+    matching fixture folder of `roots` (the `dataset_roots` fixture) as the root of every data split,
+    the tiny encoder without pre-trained weights, small crops and batches, and one CPU process (the
+    paper configs ask for GPUs, DDP or several nodes).
+    """
     data = yaml.safe_load(config.read_text())["data"]
-    if data["train"]["class_path"].endswith("SyntheticStreets"):
+    kind = data["train"]["class_path"].rsplit(".", 1)[-1]
+    if kind == "SyntheticStreets":
         return tiny_synthetic_args()
-    raise AssertionError(f"{config}: no test fixture for data set {data['train']['class_path']}")
+    if kind not in FIXTURE_OF:
+        raise AssertionError(f"{config}: no test fixture for data set {data['train']['class_path']}")
+    if roots is None:
+        raise AssertionError(f"{config}: a {kind} config needs the dataset_roots fixture")
+    root = str(roots[FIXTURE_OF[kind]])
+    args = []
+    for split in ("train", "val", "test", "predict"):
+        if isinstance(data.get(split), dict):
+            args += [f"--data.{split}.init_args.root", root]
+    return [*args, "--model.encoder_name", TINY_ENCODER, "--model.encoder_weights", "null",
+            "--data.crop_size", "[32,32]", "--data.batch_size", "2", "--data.eval_batch_size", "1",
+            "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.strategy", "auto", "--trainer.num_nodes", "1"]  # fmt: skip
 
 
 def test_configs_exist():
@@ -34,8 +57,8 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "experiments")))
-def test_every_config_runs_fast_dev_run(config, tmp_path):
-    main(["fit", "--config", str(config), *overrides_for(config), "--trainer.fast_dev_run", "true",
+def test_every_config_runs_fast_dev_run(config, tmp_path, dataset_roots):
+    main(["fit", "--config", str(config), *overrides_for(config, dataset_roots), "--trainer.fast_dev_run", "true",
           "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
 
 

@@ -149,3 +149,17 @@ def test_datamodule_gives_the_sampler_its_seed():
     assert dm.train_sampler.seed == 11
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 32)
+
+
+def test_feedback_rejects_counts_that_disagree_with_the_model_and_samplers_without_update():
+    from types import SimpleNamespace
+
+    from tailseg.callbacks import ClassIoUFeedback
+    from tailseg.sampling import UniformSampler
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_sampler=PerformanceAwareSampler(counts_table())))
+    with pytest.raises(ValueError, match="4 class columns, but the model has 3 classes"):
+        ClassIoUFeedback().setup(trainer, SimpleNamespace(class_names=["a", "b", "c"]), "fit")
+    trainer.datamodule.train_sampler = UniformSampler(counts_table())
+    with pytest.raises(RuntimeError, match="needs a training sampler with update"):
+        ClassIoUFeedback().setup(trainer, SimpleNamespace(class_names=["a", "b", "c", "d"]), "fit")

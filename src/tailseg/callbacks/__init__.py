@@ -1,6 +1,16 @@
-"""Lightning callbacks: the run report and the sampler feedback."""
+"""Lightning callbacks: the run report, sampler and tilt feedback, prediction files."""
 
 from tailseg.callbacks.feedback import ClassIoUFeedback
+from tailseg.callbacks.predictions import PredictionWriter
 from tailseg.callbacks.report import ReportWriter, format_iou_table
+from tailseg.callbacks.tilted import TiltedClassFeedback
+from tailseg.callbacks.wandb_media import WandbMedia
 
-__all__ = ["ClassIoUFeedback", "ReportWriter", "format_iou_table"]
+__all__ = [
+    "ClassIoUFeedback",
+    "PredictionWriter",
+    "ReportWriter",
+    "TiltedClassFeedback",
+    "WandbMedia",
+    "format_iou_table",
+]

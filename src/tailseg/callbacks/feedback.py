@@ -45,6 +45,12 @@ class ClassIoUFeedback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._sampler = self.sampler(trainer)  # fails before training if the sampler cannot take feedback
+            classes = getattr(self._sampler, "num_classes", None)
+            if classes is not None and classes != len(pl_module.class_names):
+                raise ValueError(
+                    f"ClassIoUFeedback: the sampler's class pixel counts have {classes} class columns, "
+                    f"but the model has {len(pl_module.class_names)} classes"
+                )
             if self._pending_state is not None:
                 self._sampler.load_state_dict(self._pending_state)
                 self._pending_state = None

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.cli import SaveConfigCallback
-from pytorch_lightning.utilities import rank_zero_only
 
 from tailseg.metrics import fairness_report, summarize_iou
 
@@ -72,7 +71,9 @@ class ReportWriter(SaveConfigCallback):
         super().__init__(*args, **kwargs)
         self.report_path = report_path
 
-    def build_report(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> dict | None:
+    def build_report(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log_dir: str | None
+    ) -> dict | None:
         key = "test" if stage == "test" else "val"
         iou = pl_module.latest_iou.get(key)
         if iou is None:
@@ -100,17 +101,19 @@ class ReportWriter(SaveConfigCallback):
             "class_frequency": frequency,
             "config": json.loads(self.parser.dump(self.config, format="json", skip_none=False)),
             "checkpoint": str(checkpoint) if checkpoint else None,
-            "run_dir": trainer.log_dir,
+            "run_dir": log_dir,
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
         }
 
-    @rank_zero_only
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        report = self.build_report(trainer, pl_module, stage)
+        log_dir = trainer.log_dir  # a broadcast: every rank must take part, only rank zero writes
+        if not trainer.is_global_zero:
+            return
+        report = self.build_report(trainer, pl_module, stage, log_dir)
         if report is None:
             return
-        targets = [Path(trainer.log_dir) / "report.json"] if trainer.log_dir else []
+        targets = [Path(log_dir) / "report.json"] if log_dir else []
         if self.report_path:
             targets.append(Path(self.report_path))
         text = json.dumps(report, indent=2, allow_nan=False)

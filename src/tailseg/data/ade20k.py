@@ -9,6 +9,8 @@ Expected layout (as unpacked from `ADEChallengeData2016.zip`)::
       annotations/validation/ADE_val_<n>.png
 
 Label 0 becomes `ignore_index` and label k becomes train id k-1, as in the benchmark's evaluation.
+Predictions are written back in the benchmark's encoding: `<image stem>.png`, 8-bit, train id + 1
+(1..150; 0 "unlabelled" is never predicted).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tailseg.data.base import DataError
 from tailseg.data.files import FileSegmentationDataset, read_label
@@ -86,6 +89,21 @@ class ADE20K(FileSegmentationDataset):
             f"    images/{self.split}/<name>.jpg\n"
             f"    annotations/{self.split}/<name>.png   (0 = unlabelled, 1..150 = classes)"
         )
+
+    def encode_prediction(self, pred: np.ndarray) -> Image.Image:
+        """The benchmark's 8-bit PNG of a train-id prediction: label = train id + 1 (`ignore_index` -> 0).
+
+        Raises:
+            DataError: for values that are neither train ids 0..149 nor `ignore_index`.
+        """
+        pred = np.asarray(pred)
+        bad = np.setdiff1d(np.unique(pred), np.append(np.arange(self.num_classes), self.ignore_index))
+        if bad.size:
+            raise DataError(
+                f"ADE20K.encode_prediction: values {bad.tolist()[:10]} are not train ids 0..149 "
+                f"or ignore_index {self.ignore_index}"
+            )
+        return Image.fromarray(np.where(pred == self.ignore_index, 0, pred + 1).astype(np.uint8))
 
     def load_mask(self, index: int) -> np.ndarray:
         """Train ids of sample `index` (label k -> k-1, 0 -> `ignore_index`); DataError naming the file for k > 150."""

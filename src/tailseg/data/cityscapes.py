@@ -15,6 +15,11 @@ from that same table) they are read instead, and only checked.
 The `test` split has no public annotations: the official `gtFine/test` files are placeholders in which
 almost every pixel is void, so test masks load as (nearly) all `ignore_index`. Use the test split for
 predictions only (`prediction_name`, `train_to_label_ids`).
+
+Predictions are written as `<city>_<seq>_<frame>_labelIds.png` holding the official label ids (0..33,
+`train_to_label_ids`), the format that `csEvalPixelLevelSemanticLabeling` (cityscapesscripts) and the
+benchmark server read: a folder of them can be scored with
+`CITYSCAPES_DATASET=<root> CITYSCAPES_RESULTS=<folder> csEvalPixelLevelSemanticLabeling`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _LABELS
+from PIL import Image
 
 from tailseg.data.base import DataError
 from tailseg.data.files import FileSegmentationDataset, read_label
@@ -157,6 +163,14 @@ class Cityscapes(FileSegmentationDataset):
     def prediction_name(self, index: int) -> str:
         """The official stem `<city>_<seq>_<frame>` of sample `index` (its image name without `_leftImg8bit.png`)."""
         return self.image_paths[index].name[: -len(IMAGE_SUFFIX)]
+
+    def prediction_file(self, index: int) -> str:
+        """`<city>_<seq>_<frame>_labelIds.png`: the file name the official evaluator matches to the ground truth."""
+        return f"{self.prediction_name(index)}_labelIds.png"
+
+    def encode_prediction(self, pred: np.ndarray) -> Image.Image:
+        """The official 8-bit label-id PNG (ids 0..33) of a train-id prediction (`train_to_label_ids`)."""
+        return Image.fromarray(self.train_to_label_ids(pred))
 
     def train_to_label_ids(self, pred: np.ndarray) -> np.ndarray:
         """Map a train-id map (0..18, `ignore_index`) to official label ids (uint8); ignored pixels -> 0 (unlabeled).

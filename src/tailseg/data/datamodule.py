@@ -3,7 +3,9 @@
 Data flow for training: the sampler yields an image index, or an (index, class) pair for a
 crop placed on that class; `SeededKeys` attaches to each draw an augmentation seed that is a
 pure function of (seed, epoch, rank, position); `TransformedDataset` loads the sample, checks
-it, and applies `TrainTransform` with that seed.
+it, and applies `TrainTransform` with that seed. A sampler with `yields_batches = True` (e.g.
+`TiltedClassSampler`) yields whole batches of keys instead; it is passed to the DataLoader as
+its `batch_sampler`, with its `batch_size` filled in from the DataModule's.
 
 Reproducibility: a training epoch's crops depend only on the DataModule's `seed`, the epoch and
 the sampler's state - not on worker count, not on torch's global random state - so a run resumed
@@ -35,7 +37,8 @@ class TransformedDataset(torch.utils.data.Dataset):
     """A data set seen through a transform.
 
     Keys: an index; an (index, class_id) pair (crop on that class, −1 for none); or an
-    (index, class_id, seed) triple that also fixes the augmentation's randomness.
+    (index, class_id, seed) triple that also fixes the augmentation's randomness. Each sample
+    carries its focus class as "class" (−1 for none).
     """
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
@@ -50,14 +53,19 @@ class TransformedDataset(torch.utils.data.Dataset):
         seed = int(key[2]) if len(key) > 2 else int(torch.randint(0, 2**31 - 2, ()).item())
         image, mask = self.dataset.load(index)
         image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus if focus >= 0 else None)
-        return {"image": image_t, "mask": mask_t, "index": index, "name": self.dataset.sample_name(index)}
+        name = self.dataset.sample_name(index)
+        return {"image": image_t, "mask": mask_t, "index": index, "name": name, "class": focus}
 
 
 class SeededKeys(Sampler):
     """Wraps a sampler so each draw carries its augmentation seed: (index, class_id, seed).
 
     The seeds of an epoch are drawn from a generator seeded with (seed, epoch, rank), one per
-    position, so they do not depend on workers or on torch's global random state.
+    position, so they do not depend on workers or on torch's global random state. A batch
+    sampler (`yields_batches = True`) yields lists of such triples; the seeds of step k are the
+    next `len(batch)` draws of that generator, a pure function of (seed, epoch, rank, step,
+    position). Lightning calls `set_epoch` on a batch sampler's inner `sampler` only, so for
+    batch samplers the epoch is read from the wrapped sampler.
     """
 
     def __init__(self, sampler: Sampler, seed: int) -> None:
@@ -73,6 +81,13 @@ class SeededKeys(Sampler):
 
     def __iter__(self):
         rank = getattr(self.sampler, "rank", 0)
+        if getattr(self.sampler, "yields_batches", False):
+            epoch = int(getattr(self.sampler, "epoch", self.epoch))
+            g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + int(rank)) % 2**63)
+            for batch in self.sampler:
+                seeds = torch.randint(0, 2**31 - 2, (len(batch),), generator=g).tolist()
+                yield [(int(index), int(focus), seed) for (index, focus), seed in zip(batch, seeds, strict=True)]
+            return
         g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(rank)) % 2**63)
         seeds = torch.randint(0, 2**31 - 2, (len(self.sampler),), generator=g).tolist()
         for key, seed in zip(self.sampler, seeds, strict=False):
@@ -199,16 +214,25 @@ class SegmentationDataModule(pl.LightningDataModule):
                 self.train_sampler = self.sampler_factory(self.class_pixel_counts)
                 if getattr(self.train_sampler, "seed", 0) is None:
                     self.train_sampler.seed = self.seed
+                if getattr(self.train_sampler, "yields_batches", False):
+                    if getattr(self.train_sampler, "batch_size", None) is None:
+                        self.train_sampler.batch_size = self.batch_size
+                    elif int(self.train_sampler.batch_size) != self.batch_size:
+                        raise ValueError(
+                            f"SegmentationDataModule: the batch sampler's batch_size {self.train_sampler.batch_size} "
+                            f"differs from data.batch_size {self.batch_size}; leave the sampler's unset"
+                        )
         for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
             if stage == name:
                 if ds is None:
                     raise DataError(f"SegmentationDataModule: no '{name}' data set is configured for stage '{stage}'")
                 ds.prepare(workers)
 
-    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
+    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int | None, **kwargs) -> DataLoader:
+        if batch_size is not None:  # None: a batch_sampler in kwargs makes the batches
+            kwargs["batch_size"] = batch_size
         return DataLoader(
             TransformedDataset(dataset, transform),
-            batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
@@ -220,6 +244,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.train_sampler is None:
             self.setup("fit")
         sampler = SeededKeys(self.train_sampler, self.seed)
+        if getattr(self.train_sampler, "yields_batches", False):
+            return self._loader(self.train_set, self.train_transform, None, batch_sampler=sampler)
         return self._loader(self.train_set, self.train_transform, self.batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -39,8 +39,8 @@ CLASS_NAMES: tuple[str, ...] = (
 
 # Probability that a scene contains at least one instance (inter-class imbalance).
 PRESENCE: dict[int, float] = {
-    TERRAIN: 0.5, WALL: 0.3, FENCE: 0.35, TRAFFIC_LIGHT: 0.3, PERSON: 0.7, RIDER: 0.12,
-    TRUCK: 0.1, BUS: 0.08, TRAIN: 0.05, MOTORCYCLE: 0.14, BICYCLE: 0.3,
+    TERRAIN: 0.5, WALL: 0.3, FENCE: 0.35, TRAFFIC_LIGHT: 0.22, PERSON: 0.7, RIDER: 0.12,
+    TRUCK: 0.1, BUS: 0.08, TRAIN: 0.05, MOTORCYCLE: 0.1, BICYCLE: 0.2,
 }  # fmt: skip
 
 
@@ -308,7 +308,7 @@ def _pole(c: _Canvas, st: _Street, y: float, x: float) -> None:
     c.rect(y - height, x - width / 2, height, width, colour, POLE, noise=4)
     top = y - height
     if rng.random() < PRESENCE[TRAFFIC_LIGHT]:
-        lw, lh = c.u * (6 + 8 * s), c.u * (13 + 20 * s)
+        lw, lh = c.u * (8 + 10 * s), c.u * (17 + 26 * s)
         c.rect(top - lh * 0.2, x - lw / 2, lh, lw, _jitter(rng, (35, 35, 30), 6), TRAFFIC_LIGHT, noise=3)
         lit = rng.integers(3)
         for k, lamp in enumerate([(230, 40, 30), (240, 200, 40), (40, 220, 90)]):
@@ -344,7 +344,7 @@ def _pole(c: _Canvas, st: _Street, y: float, x: float) -> None:
 def _wheels(c: _Canvas, y: float, xs, r: float, label: int, ring: bool = False) -> None:
     for wx in xs:
         ri = max(1, int(round(r)))
-        thickness = max(1, ri // 3) if ring else -1
+        thickness = max(2, ri // 3) if ring else -1
         c.shape(y - 2 * ri - 1, wx - ri, 2 * ri + 2, 2 * ri + 2,
                 lambda m, ri=ri, t=thickness: cv2.circle(m, (ri, ri), ri, 1, t), (25, 25, 25), label, noise=3)  # fmt: skip
 
@@ -448,7 +448,7 @@ def _person(c: _Canvas, st: _Street, y: float, x: float, label: int = PERSON, he
 def _two_wheeler(c: _Canvas, st: _Street, y: float, x: float, motor: bool, rider: bool) -> None:
     rng = c.rng
     s = st.scale(y)
-    r = c.u * (3 + 9 * s) * rng.uniform(0.9, 1.1) * (1.1 if motor else 1.0)
+    r = c.u * ((4.5 + 12 * s) if motor else (4 + 11 * s)) * rng.uniform(0.9, 1.1)
     gap = r * 2.6
     label = MOTORCYCLE if motor else BICYCLE
     _wheels(c, y, (x - gap / 2, x + gap / 2), r, label, ring=not motor)
@@ -459,7 +459,7 @@ def _two_wheeler(c: _Canvas, st: _Street, y: float, x: float, motor: bool, rider
         c.fill_poly(body, colour, label, noise=4)
         c.rect(y - 2.6 * r, x + gap * 0.3, 0.7 * r, max(1.0, r * 0.3), (30, 30, 30), label)
     else:
-        t = max(1, int(r / 5))
+        t = max(2, int(r / 4))
         frame = np.array([[-gap / 2, -r], [0, -r], [gap * 0.25, -2 * r], [-gap * 0.2, -2 * r], [-gap / 2, -r]])
         size = int(gap + 2 * r) + 2
         off = np.array([size / 2, size - 1])

@@ -18,6 +18,9 @@ VOC 2012 val masks); the JPEGs of the SBD-only images are VOC 2011/2012 images a
 A list file may hold bare ids (`2007_000032`) or, as some copies of `train_aug.txt` do, image and
 mask paths (`/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png`): the id is taken
 from the stem of the first field. Ids are listed in sorted order, duplicates dropped.
+
+Predictions are written as `<id>.png` palette (mode "P") PNGs with the VOC palette, index = class id
+(as the evaluation server and `SegmentationClass/` use them).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tailseg.data.base import DataError
 from tailseg.data.files import FileSegmentationDataset, read_label
@@ -137,6 +141,23 @@ class PascalVOC(FileSegmentationDataset):
     def palette(self) -> list[int]:
         """The VOC palette as 768 ints, for `PIL.Image.putpalette` on predictions saved as palette PNGs."""
         return palette()
+
+    def encode_prediction(self, pred: np.ndarray) -> Image.Image:
+        """A palette ("P") PNG of a class-id prediction with the VOC palette; `ignore_index` becomes 255.
+
+        Raises:
+            DataError: for values that are neither class ids 0..20 nor `ignore_index`.
+        """
+        pred = np.asarray(pred)
+        bad = np.setdiff1d(np.unique(pred), np.append(np.arange(self.num_classes), self.ignore_index))
+        if bad.size:
+            raise DataError(
+                f"PascalVOC.encode_prediction: values {bad.tolist()[:10]} are not class ids 0..20 "
+                f"or ignore_index {self.ignore_index}"
+            )
+        image = Image.fromarray(np.where(pred == self.ignore_index, VOC_IGNORE, pred).astype(np.uint8))
+        image.putpalette(self.palette())
+        return image
 
     def load_mask(self, index: int) -> np.ndarray:
         """Class ids of sample `index` (palette indices of the PNG); DataError naming the file for other values."""

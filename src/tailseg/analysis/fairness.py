@@ -1,0 +1,81 @@
+"""The fairness table of the TCE paper (Table 3) for several methods, mean ± std over seeds.
+
+Each run's per-class IoU (%) goes through `tailseg.metrics.fairness_report`, with the reference method's
+mean per-class IoU ranking the classes for "sorted 25 %" (the paper ranks by MCCE for every model), as in
+`tailseg compare`. The runs of a method are its seeds: the table holds the mean and the sample standard
+deviation (ddof 1; NaN with one run) of each criterion over them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tailseg.analysis.aggregate import default_reference, iou_by_run, mean_iou, mean_std_text, methods
+from tailseg.metrics import fairness_report
+
+METRICS = (
+    "miou", "worst", "std", "sorted_bottom", "sorted_top", "p25_threshold", "p25_miou", "p75_threshold", "p75_miou",
+)  # fmt: skip
+LABELS = {
+    "miou": "mIoU", "worst": "worst", "std": "std", "sorted_bottom": "sorted bottom 25%",
+    "sorted_top": "sorted top 25%", "p25_threshold": "25th pct.", "p25_miou": "mIoU ≤ 25th pct.",
+    "p75_threshold": "75th pct.", "p75_miou": "mIoU ≥ 75th pct.",
+}  # fmt: skip
+
+
+def fairness_by_run(per_class: pd.DataFrame, reference: str | None = None, fraction: float = 0.25) -> pd.DataFrame:
+    """The fairness criteria of every run: columns run, method, seed and `METRICS` (in %). Runs without any
+    IoU are left out."""
+    reference = default_reference(per_class, reference)
+    ranking = mean_iou(per_class)[reference].to_numpy()
+    seeds = per_class.drop_duplicates("run").set_index("run")["seed"]
+    rows = []
+    for method in methods(per_class):
+        for run, iou in iou_by_run(per_class, method).iterrows():
+            values = iou.to_numpy(dtype=np.float64)
+            if np.isnan(values).all():
+                continue
+            rows.append({"run": run, "method": method, "seed": seeds.get(run),
+                         **fairness_report(values, reference=ranking, fraction=fraction)})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["run", "method", "seed", *METRICS])
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def fairness_table(per_class: pd.DataFrame, reference: str | None = None, fraction: float = 0.25) -> pd.DataFrame:
+    """Mean and std over each method's runs of the TCE paper's fairness criteria (in %).
+
+    Returns:
+        Index method (first-appearance order), columns a MultiIndex (metric, stat) with metric in `METRICS`
+        and stat in ("mean", "std"); e.g. `table.loc["lmp", ("miou", "mean")]`. `attrs`: reference,
+        fraction, seeds ({method: number of runs}).
+    """
+    reference = default_reference(per_class, reference)
+    by_run = fairness_by_run(per_class, reference, fraction)
+    found = [m for m in methods(per_class) if m in set(by_run["method"])]
+    data = {}
+    for metric in METRICS:
+        groups = by_run.groupby("method", sort=False)[metric]
+        data[(metric, "mean")] = groups.mean().reindex(found)
+        data[(metric, "std")] = groups.std(ddof=1).reindex(found)  # NaN for a single run
+    table = pd.DataFrame(data, index=pd.Index(found, name="method"))
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["metric", "stat"])
+    table.attrs.update(
+        reference=reference, fraction=fraction, seeds=by_run.groupby("method", sort=False).size().to_dict()
+    )
+    return table
+
+
+def format_mean_std(table: pd.DataFrame, decimals: int = 2, labels: bool = True) -> pd.DataFrame:
+    """A (metric, stat) table as strings "mean ± std" (the std only where there is one): index method,
+    one column per metric (readable labels with `labels`)."""
+    metrics = list(dict.fromkeys(table.columns.get_level_values(0)))
+    text = pd.DataFrame(index=table.index)
+    for metric in metrics:
+        column = LABELS.get(metric, metric) if labels else metric
+        means, stds = table[(metric, "mean")], table[(metric, "std")]
+        text[column] = [mean_std_text(m, s, decimals) for m, s in zip(means, stds, strict=True)]
+    if "seeds" in table.attrs:
+        text.insert(0, "runs", [table.attrs["seeds"].get(m, 0) for m in table.index])
+    return text

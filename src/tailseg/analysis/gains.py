@@ -1,0 +1,187 @@
+"""Per-class gain of a method over a reference against the class's pixel share (LMP paper, Fig. 3).
+
+    python -m tailseg.analysis.gains RUNS_DIR [--reference base] [--method lmp ...] [--output gains.png]
+
+The gain of a class is the method's mean IoU minus the reference's mean IoU (IoU points, means over
+each method's runs). The x axis is the class's share of the labelled training pixels, on a log axis:
+rare classes on the left. `worst_k_table` turns the LMP paper's argument (§5.2, "one has to improve the
+worst 7 categories by 5 % each") into a table for the methods compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from tailseg.analysis.aggregate import (
+    check_methods,
+    column_std,
+    default_reference,
+    iou_by_run,
+    mean_iou,
+    methods,
+    pixel_frequency,
+)
+from tailseg.metrics import worst_k_to_match
+
+GAIN_COLORS = {True: "tab:green", False: "tab:red"}
+
+
+def gain_table(per_class: pd.DataFrame, method: str, reference: str | None = None) -> pd.DataFrame:
+    """Per-class gain of `method` over `reference` (default: "base" or the first method).
+
+    Returns:
+        Index class (rarest first; classes without a known pixel share last), columns `pixel_frequency`,
+        `reference` and `method` (mean IoU % over each one's runs), `gain` (method − reference) and
+        `gain_std` (sample std over the method's runs of their gain over the reference's mean; NaN with one
+        run).
+    """
+    reference = default_reference(per_class, reference)
+    check_methods(per_class, method)
+    mean = mean_iou(per_class)
+    runs = iou_by_run(per_class, method).to_numpy() - mean[reference].to_numpy()[None, :]
+    spread = column_std(runs)
+    table = pd.DataFrame(
+        {
+            "pixel_frequency": pixel_frequency(per_class),
+            "reference": mean[reference],
+            "method": mean[method],
+            "gain": mean[method] - mean[reference],
+            "gain_std": spread,
+        }
+    )
+    table.attrs.update(reference=reference, method=method)
+    order = np.argsort(np.nan_to_num(table["pixel_frequency"].to_numpy(), nan=np.inf), kind="stable")
+    return table.iloc[order]
+
+
+def gain_figure(
+    per_class: pd.DataFrame,
+    method: str | list[str] | None = None,
+    reference: str | None = None,
+    ax: Axes | None = None,
+    label_classes: bool = True,
+) -> Figure:
+    """Scatter of each class's gain over `reference` against its pixel share (log x axis), one series per
+    method in `method` (a name or a list; default: every method but the reference), classes labelled (at the
+    first method's points).
+
+    Classes without a gain (no IoU in one of the two) or without a positive pixel share cannot be placed and
+    are left out (listed in the axes' title). With several runs of a method, error bars show the std of its
+    runs' gains. Each series is a `PathCollection` labelled "<method> − <reference>"; its offsets are
+    (pixel share, gain).
+    """
+    reference = default_reference(per_class, reference)
+    if method is None:
+        shown = [m for m in methods(per_class) if m != reference]
+    else:
+        shown = check_methods(per_class, method)
+    if not shown:
+        raise ValueError(f"no method to compare with the reference {reference!r}")
+    if ax is None:
+        figure = Figure(figsize=(8.5, 5.0), layout="constrained")
+        ax = figure.add_subplot()
+    markers = "os^Dv<>p"
+    left_out: set[str] = set()
+    for i, name in enumerate(shown):
+        table = gain_table(per_class, name, reference)
+        ok = table["gain"].notna() & (table["pixel_frequency"] > 0)
+        left_out |= set(table.index[~ok])
+        table = table[ok]
+        x, y = table["pixel_frequency"].to_numpy(), table["gain"].to_numpy()
+        colors = [GAIN_COLORS[bool(v >= 0)] for v in y] if len(shown) == 1 else f"C{i}"
+        if table["gain_std"].notna().any():
+            ax.errorbar(x, y, yerr=table["gain_std"].fillna(0).to_numpy(), fmt="none", ecolor="0.6", lw=1)
+        ax.scatter(x, y, c=colors, marker=markers[i % len(markers)], s=36, zorder=3, label=f"{name} − {reference}")
+        if label_classes and i == 0:  # the classes' names once, at the first method's points
+            for cls, xi, yi in zip(table.index, x, y, strict=True):
+                ax.annotate(cls, (xi, yi), xytext=(3, 4), textcoords="offset points", fontsize=7, rotation=35)
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("share of labelled training pixels (log scale)")
+    ax.set_ylabel(f"IoU gain over {reference} (points)")
+    title = f"Per-class gain over {reference}"
+    if left_out:
+        title += f"\n(not shown: {', '.join(sorted(left_out))})"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    if len(shown) > 1:
+        ax.legend(fontsize=8)
+    return ax.figure
+
+
+def worst_k_table(per_class: pd.DataFrame, reference: str | None = None, steps=(3.0, 5.0)) -> pd.DataFrame:
+    """How many of the reference's worst classes must each gain `step` points to match each method's mIoU.
+
+    Per method (other than the reference): `miou` (mean over its runs of each run's mIoU), `reference_miou`
+    (mIoU of the reference's mean per-class IoU, the IoU that is raised) and for each step the column
+    `k@<step>` = `worst_k_to_match(reference per-class mean, miou, step)`, out of `classes` classes with an
+    IoU (0 when the reference already matches; missing when out of reach).
+    """
+    reference = default_reference(per_class, reference)
+    base = mean_iou(per_class)[reference].to_numpy()
+    rows = []
+    for method in methods(per_class):
+        if method == reference:
+            continue
+        runs = iou_by_run(per_class, method).to_numpy()
+        with np.errstate(all="ignore"):
+            miou = float(np.nanmean(np.nanmean(runs, axis=1)))
+        row = {"method": method, "miou": miou, "reference_miou": float(np.nanmean(base)),
+               "classes": int((~np.isnan(base)).sum())}  # fmt: skip
+        for step in steps:
+            try:
+                k = worst_k_to_match(base, miou, step) if math.isfinite(miou) else None
+            except ValueError:
+                k = None
+            row[f"k@{step:g}"] = k
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["method", "miou", "reference_miou", "classes", *[f"k@{s:g}" for s in steps]])
+    for step in steps:
+        table[f"k@{step:g}"] = table[f"k@{step:g}"].astype("Int64")
+    table.attrs["reference"] = reference
+    return table.set_index("method")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """`python -m tailseg.analysis.gains`: writes the gain figure and returns its path."""
+    from tailseg.analysis.runs import load_per_class
+
+    parser = argparse.ArgumentParser(prog="python -m tailseg.analysis.gains", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("runs", nargs="+", help="runs folders, run directories or report.json files (NAME=PATH too)")
+    parser.add_argument("--reference", default=None, help="the reference method (default: base, else the first)")
+    parser.add_argument("--method", action="append", default=None, help="a method to show (repeat; default: all)")
+    parser.add_argument("--output", default=None, help="the image to write (default: <first runs folder>/gains.png)")
+    parser.add_argument("--dpi", type=int, default=150)
+    args = parser.parse_args(argv)
+    try:
+        per_class = load_per_class(args.runs)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    if per_class.empty:
+        parser.error(f"no per-class IoU in {', '.join(args.runs)}")
+    try:
+        figure = gain_figure(per_class, args.method, args.reference)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.output:
+        output = Path(args.output)
+    else:
+        first = Path(args.runs[0].split("=", 1)[-1])
+        output = (first if first.is_dir() else first.parent) / "gains.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=args.dpi)
+    print(f"gains: {output}")
+    return output
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,272 @@
+"""Tilted class sampling: the sampling half of Stochastic TCE (TCE paper, Algorithm 1 and §2.1).
+
+Every optimisation step draws one class c from Categorical(w) (line 3) and then a minibatch of
+images that contain c (line 4), each as an (index, c) key so that the crop is placed on a pixel of
+c (`TransformedDataset`). After the step, `tailseg.callbacks.TiltedClassFeedback` passes the batch
+loss L_B to `update`, which applies lines 6-8:
+
+    L̃_B = exp(t · L_B),    L̃_c ← (1 − γ) · L̃_c + γ · L̃_B,    w = L̃ / Σ_l L̃_l.
+
+The state is kept in the log domain, log L̃ (C,) float64, so that t · L_B = 500 (exp overflows
+float32 at 89 and float64 at 710) is harmless: log L̃_c ← logaddexp(log(1 − γ) + log L̃_c,
+log γ + t · L_B) and w = softmax(log L̃).
+
+Decisions:
+- Initialisation. Algorithm 1 starts at w = L̃ = 0, where Categorical(w) is undefined. Here a class
+  whose L̃ has never been updated ("unseen") has log L̃ = −inf internally, so its first update is
+  line 7 from L̃_c = 0: log L̃_c = log γ + t · L_B. The weights treat every unseen present class as
+  hard as the hardest seen one: it gets the largest log L̃ among the seen classes. Before any
+  update, w is uniform over the present classes. Every class therefore keeps being drawn until it
+  has been seen once, and a class is never starved because it has not been tried yet.
+- Classes with no pixel in the training set are never drawn (w_c = 0), and cannot be updated.
+- Images are drawn uniformly, with replacement, among those that contain c (not in proportion to
+  its pixels), as in `PerformanceAwareSampler`.
+- Lazy drawing. w changes after every step, so the sampler draws step by step: the class of step k
+  comes from the weights current when the DataLoader asks for its batch. With `num_workers=0` that is
+  exact: step k is drawn from the weights after the updates of steps 0..k − 1 (the sampler has a
+  length, so Lightning's training loop does not read ahead). With workers, the DataLoader keeps
+  `prefetch_factor · num_workers` batches in flight (4 with the defaults and 2 workers), so the class
+  choice lags the weights by that many steps: step k is drawn after the updates of steps
+  0..k − 1 − lag. The draws stay reproducible: they depend only on (seed, epoch), the worker count
+  and the weights, which depend only on the training run.
+- DDP. All ranks consume the same random stream, seeded by (seed, epoch): per step one uniform
+  for the class (inverse CDF of w, so each step consumes a fixed amount of randomness whatever w
+  is) and `num_replicas · batch_size` uniforms for a global draw of images, of which rank r takes
+  the slice [r · batch_size, (r + 1) · batch_size). The feedback averages L_B over the ranks, so w
+  and hence the class of every step are identical on all ranks, and the slices are disjoint
+  positions of one global draw (with replacement, the same image can still appear twice).
+- Resume. The state (seed, epoch, log L̃) goes into checkpoints through the feedback callback.
+  Every epoch starts a fresh stream from (seed, epoch), so a run resumed from an end-of-epoch
+  checkpoint draws exactly what the uninterrupted run draws; as with the other samplers, a
+  mid-epoch checkpoint restarts the epoch's stream at its first step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tailseg.sampling.base import as_count_table
+
+
+def check_finite(name: str, value) -> float:
+    """`value` as a float; ValueError naming `name` unless it is a finite number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def check_gamma(gamma) -> float:
+    """`gamma` as a float; ValueError unless 0 < gamma <= 1."""
+    try:
+        gamma = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}") from None
+    if not 0.0 < gamma <= 1.0:  # also rejects NaN
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    return gamma
+
+
+def _check_log_l(log_l: torch.Tensor) -> torch.Tensor:
+    log_l = torch.as_tensor(log_l, dtype=torch.float64)
+    if log_l.ndim != 1 or len(log_l) < 1:
+        raise ValueError(f"log L̃ must be a (C,) vector, got shape {tuple(log_l.shape)}")
+    if torch.isnan(log_l).any() or (log_l == math.inf).any():
+        raise ValueError(f"log L̃ must hold finite values or -inf (unseen classes), got {log_l.tolist()}")
+    return log_l
+
+
+def tilted_class_update(log_l: torch.Tensor, c: int, loss: float, t: float, gamma: float) -> torch.Tensor:
+    """One update of the tilted class losses, in the log domain (TCE paper, Algorithm 1, lines 6-7).
+
+    Line 6 tilts the batch loss, L̃_B = exp(t · L_B); line 7 mixes it into the drawn class's tilted
+    loss, L̃_c ← (1 − γ) · L̃_c + γ · L̃_B. In logs:
+
+        log L̃_c ← logaddexp(log(1 − γ) + log L̃_c, log γ + t · L_B),
+
+    which never overflows (t · L_B = 500 is fine). With γ = 1 this is log L̃_c = t · L_B. An unseen
+    class (log L̃_c = −inf, i.e. L̃_c = 0 as in the paper's initialisation) gets log γ + t · L_B.
+
+    Args:
+        log_l: (C,) log L̃, −inf for classes not updated yet.
+        c: The class whose batch was trained on.
+        loss: The batch loss L_B (a finite number).
+        t: The tilt, a finite number.
+        gamma: The rate γ, in (0, 1].
+
+    Returns:
+        A new (C,) float64 tensor; `log_l` is not modified.
+    """
+    log_l = _check_log_l(log_l)
+    c = int(c)
+    if not 0 <= c < len(log_l):
+        raise ValueError(f"class {c} is out of range for {len(log_l)} classes")
+    loss, t, gamma = check_finite("batch loss L_B", loss), check_finite("tilt t", t), check_gamma(gamma)
+    tilted = check_finite("t · L_B", t * loss)  # log L̃_B (line 6)
+    if gamma == 1.0:
+        new = torch.tensor(tilted, dtype=torch.float64)
+    else:
+        old = torch.tensor(math.log1p(-gamma), dtype=torch.float64) + log_l[c]
+        new = torch.logaddexp(old, torch.tensor(math.log(gamma) + tilted, dtype=torch.float64))
+    out = log_l.clone()
+    out[c] = new
+    return out
+
+
+def tilted_class_weights(log_l: torch.Tensor, present) -> torch.Tensor:
+    """The class weights w of the tilted class losses (TCE paper, Algorithm 1, line 8).
+
+    w_c = L̃_c / Σ_l L̃_l, evaluated as softmax(log L̃) over the present classes (exact, no overflow).
+    Initialisation (the paper's w = L̃ = 0 leaves Categorical(w) undefined): a present class that has
+    not been updated yet (log L̃_c = −inf) counts as hard as the hardest updated class, i.e. gets the
+    largest log L̃ among them; before any update w is uniform over the present classes.
+
+    Args:
+        log_l: (C,) log L̃, −inf for classes not updated yet.
+        present: (C,) bool, classes that occur in the training set (the others get w_c = 0).
+
+    Returns:
+        (C,) float64 weights, 0 for absent classes, summing to 1.
+    """
+    log_l = _check_log_l(log_l)
+    present = torch.as_tensor(np.asarray(present, dtype=bool))
+    if present.shape != log_l.shape or not present.any():
+        raise ValueError(f"present must be a (C,) bool vector with a True entry, got {present.tolist()}")
+    seen = present & torch.isfinite(log_l)
+    z = torch.where(seen, log_l, log_l[seen].max()) if seen.any() else torch.zeros_like(log_l)
+    return torch.softmax(torch.where(present, z, -math.inf), dim=0)
+
+
+def sample_class(weights: torch.Tensor, u: float) -> int:
+    """The class of Categorical(weights) at quantile `u` in [0, 1) (inverse CDF); never a zero-weight class."""
+    cdf = torch.cumsum(weights, dim=0)
+    c = int(torch.searchsorted(cdf, torch.tensor([float(u) * float(cdf[-1])], dtype=cdf.dtype), right=True))
+    return min(c, int(torch.nonzero(weights > 0).max()))  # rounding at u -> 1
+
+
+class TiltedClassSampler(torch.utils.data.Sampler):
+    """A batch sampler: per step one class c ~ Categorical(w), then `batch_size` (image, c) keys.
+
+    Built, like the other samplers, from the DataModule's (N, C) class pixel-count table; in YAML
+    `data.train_sampler: {class_path: tailseg.sampling.TiltedClassSampler}` with the table left out.
+    Needs `tailseg.callbacks.TiltedClassFeedback` to update w (without it w stays uniform over the
+    present classes). See the module docs for the initialisation, the lag of the class choice, DDP
+    and resume.
+
+    Args:
+        class_pixel_counts: (N, C) class pixel counts per training image.
+        batch_size: Images per batch and rank; None takes the DataModule's `batch_size`.
+        num_batches: Steps per epoch (default N // (batch_size · num_replicas), at least 1).
+        seed: Seed of the per-epoch stream; None takes the DataModule's seed (0 when used alone).
+        num_replicas: DDP world size (default: torch.distributed's, or 1).
+        rank: This process's rank (default: torch.distributed's, or 0).
+    """
+
+    yields_batches = True
+
+    def __init__(
+        self,
+        class_pixel_counts,
+        batch_size: int | None = None,
+        num_batches: int | None = None,
+        seed: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.counts = as_count_table(class_pixel_counts)
+        self.num_images, self.num_classes = self.counts.shape
+        self.present = torch.from_numpy(self.counts.sum(axis=0) > 0)
+        if not self.present.any():
+            raise ValueError("TiltedClassSampler: the class pixel counts hold no labelled pixel")
+        for name, value in (("batch_size", batch_size), ("num_batches", num_batches), ("num_replicas", num_replicas)):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"TiltedClassSampler: {name} must be >= 1, got {value}")
+        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
+            raise ValueError(f"TiltedClassSampler: rank must be in [0, {num_replicas}), got {rank}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self._num_batches = None if num_batches is None else int(num_batches)
+        self._num_replicas, self._rank = num_replicas, rank
+        self.seed, self.epoch = (None if seed is None else int(seed)), 0
+        # Images containing each class, as one flat array with per-class offsets (CSR).
+        classes, images = np.nonzero(self.counts.T > 0)
+        self._images_by_class = torch.from_numpy(images.astype(np.int64))
+        self._offsets = torch.from_numpy(np.searchsorted(classes, np.arange(self.num_classes)).astype(np.int64))
+        self._lengths = torch.from_numpy(np.bincount(classes, minlength=self.num_classes).astype(np.int64))
+        self.log_l = torch.full((self.num_classes,), -math.inf, dtype=torch.float64)
+
+    @property
+    def num_replicas(self) -> int:
+        if self._num_replicas is not None:
+            return self._num_replicas
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """(C,) float64 class weights w (Algorithm 1, line 8), 0 for absent classes; sums to 1."""
+        return tilted_class_weights(self.log_l, self.present)
+
+    def update(self, c: int, loss: float, t: float, gamma: float) -> None:
+        """Algorithm 1, lines 6-8, after a step on a batch of class `c` with batch loss `loss` (L_B)."""
+        if not 0 <= int(c) < self.num_classes or not self.present[int(c)]:
+            raise ValueError(
+                f"TiltedClassSampler.update: class {c} is not a class of the training set "
+                f"(present: {torch.nonzero(self.present).flatten().tolist()}); it is never drawn"
+            )
+        self.log_l = tilted_class_update(self.log_l, c, loss, t, gamma)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def generator(self) -> torch.Generator:
+        """The generator of this epoch's stream (identical on every rank)."""
+        return torch.Generator().manual_seed((self.seed or 0) * 1_000_003 + self.epoch)
+
+    def _batch_size(self) -> int:
+        if self.batch_size is None:
+            raise RuntimeError(
+                "TiltedClassSampler: batch_size is not set; give it, or let SegmentationDataModule fill in its own"
+            )
+        return self.batch_size
+
+    def __len__(self) -> int:
+        if self._num_batches is not None:
+            return self._num_batches
+        return max(1, self.num_images // (self._batch_size() * self.num_replicas))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        size, replicas, rank = self._batch_size(), self.num_replicas, self.rank
+        g = self.generator()
+        for _ in range(len(self)):
+            u = float(torch.rand((), generator=g, dtype=torch.float64))
+            c = sample_class(self.weights, u)  # the weights current now (line 3)
+            pick = torch.rand(replicas * size, generator=g, dtype=torch.float64)[rank * size : (rank + 1) * size]
+            n = self._lengths[c]
+            images = self._images_by_class[self._offsets[c] + (pick * n).long().clamp_max(n - 1)]  # line 4
+            yield [(index, c) for index in images.tolist()]
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "log_l": self.log_l.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        log_l = _check_log_l(torch.tensor(state["log_l"], dtype=torch.float64))
+        if log_l.shape != (self.num_classes,):
+            raise ValueError(
+                f"TiltedClassSampler.load_state_dict: log L̃ has {len(log_l)} classes, the table {self.num_classes}"
+            )
+        self.seed = None if state["seed"] is None else int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.log_l = log_l
