@@ -283,9 +283,12 @@ def test_rows_are_independent(p):
     valid[4] = False
     m = torch.tensor([1.0, 3.0, 2.5, 4.0, 2.0])
     w, out = lmp_weights(losses, p, m, valid), loss_max_pooling(losses, p, m, valid)
+    # p = 1 and p = inf: bit for bit. 1 < p < inf: the partial sort's width is the batch's largest ceil(m), which
+    # changes how the sums of l^q are split and so the rounding (a few float32 ulps), not the value.
+    tol = {"rtol": 0, "atol": 0} if p in (1.0, INF) else {"rtol": 2e-6, "atol": 1e-12}
     for b in range(5):
-        torch.testing.assert_close(lmp_weights(losses[b], p, m[b], valid[b]), w[b], rtol=0, atol=0)
-        torch.testing.assert_close(loss_max_pooling(losses[b], p, m[b], valid[b]), out[b], rtol=0, atol=0)
+        torch.testing.assert_close(lmp_weights(losses[b], p, m[b], valid[b]), w[b], **tol)
+        torch.testing.assert_close(loss_max_pooling(losses[b], p, m[b], valid[b]), out[b], **tol)
     _, l_ref = ref_rows(losses, p, m, valid)
     np.testing.assert_allclose(out.double().numpy(), l_ref, rtol=1e-5)
 

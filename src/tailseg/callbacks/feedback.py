@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
+from tailseg.callbacks.sampler_state import SamplerFeedback
 
-class ClassIoUFeedback(pl.Callback):
+
+class ClassIoUFeedback(SamplerFeedback):
     """Feeds the training per-class IoU to `trainer.datamodule.train_sampler.update`.
 
     Args:
@@ -28,12 +30,10 @@ class ClassIoUFeedback(pl.Callback):
     def __init__(self, every_n_steps: int = 0) -> None:
         if every_n_steps < 0:
             raise ValueError(f"ClassIoUFeedback: every_n_steps must be >= 0, got {every_n_steps}")
+        super().__init__()
         self.every_n_steps = int(every_n_steps)
-        self._pending_state: dict | None = None
-        self._sampler = None
 
-    @staticmethod
-    def sampler(trainer: pl.Trainer):
+    def sampler(self, trainer: pl.Trainer):
         sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         if sampler is None or not callable(getattr(sampler, "update", None)):
             raise RuntimeError(
@@ -43,17 +43,14 @@ class ClassIoUFeedback(pl.Callback):
         return sampler
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":
-            self._sampler = self.sampler(trainer)  # fails before training if the sampler cannot take feedback
             classes = getattr(self._sampler, "num_classes", None)
             if classes is not None and classes != len(pl_module.class_names):
                 raise ValueError(
                     f"ClassIoUFeedback: the sampler's class pixel counts have {classes} class columns, "
                     f"but the model has {len(pl_module.class_names)} classes"
                 )
-            if self._pending_state is not None:
-                self._sampler.load_state_dict(self._pending_state)
-                self._pending_state = None
 
     def _feed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         iou = pl_module.epoch_iou("train")
@@ -68,13 +65,3 @@ class ClassIoUFeedback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._feed(trainer, pl_module)
-
-    def state_dict(self) -> dict:
-        return {"sampler": self._sampler.state_dict()} if self._sampler is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state = state_dict.get("sampler")
-        if state is not None and self._sampler is not None:
-            self._sampler.load_state_dict(state)
-        else:
-            self._pending_state = state

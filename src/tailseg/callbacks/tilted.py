@@ -20,10 +20,11 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from tailseg.callbacks.sampler_state import SamplerFeedback
 from tailseg.sampling.tilted import TiltedClassSampler, check_finite, check_gamma
 
 
-class TiltedClassFeedback(pl.Callback):
+class TiltedClassFeedback(SamplerFeedback):
     """Feeds each step's batch loss to `trainer.datamodule.train_sampler` (a `TiltedClassSampler`).
 
     Args:
@@ -37,11 +38,9 @@ class TiltedClassFeedback(pl.Callback):
             self.t, self.gamma = check_finite("t", t), check_gamma(gamma)
         except ValueError as error:
             raise ValueError(f"TiltedClassFeedback: {error}") from None
-        self._pending_state: dict | None = None
-        self._sampler: TiltedClassSampler | None = None
+        super().__init__()
 
-    @staticmethod
-    def sampler(trainer: pl.Trainer) -> TiltedClassSampler:
+    def sampler(self, trainer: pl.Trainer) -> TiltedClassSampler:
         sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         if not isinstance(sampler, TiltedClassSampler):
             raise RuntimeError(
@@ -49,13 +48,6 @@ class TiltedClassFeedback(pl.Callback):
                 f"got {type(sampler).__name__}"
             )
         return sampler
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._sampler = self.sampler(trainer)  # fails before training with any other sampler
-            if self._pending_state is not None:
-                self._sampler.load_state_dict(self._pending_state)
-                self._pending_state = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if outputs is None:  # the training step was skipped
@@ -81,13 +73,3 @@ class TiltedClassFeedback(pl.Callback):
         sampler.update(c, float(gathered[:, 0].mean()), self.t, self.gamma)
         for name, w in zip(pl_module.class_names, sampler.weights.tolist(), strict=True):
             pl_module.log(f"tce/w/{name}", w, on_step=True, on_epoch=False, batch_size=len(classes))
-
-    def state_dict(self) -> dict:
-        return {"sampler": self._sampler.state_dict()} if self._sampler is not None else {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state = state_dict.get("sampler")
-        if state is not None and self._sampler is not None:
-            self._sampler.load_state_dict(state)
-        else:
-            self._pending_state = state

@@ -96,13 +96,7 @@ class ADE20K(FileSegmentationDataset):
         Raises:
             DataError: for values that are neither train ids 0..149 nor `ignore_index`.
         """
-        pred = np.asarray(pred)
-        bad = np.setdiff1d(np.unique(pred), np.append(np.arange(self.num_classes), self.ignore_index))
-        if bad.size:
-            raise DataError(
-                f"ADE20K.encode_prediction: values {bad.tolist()[:10]} are not train ids 0..149 "
-                f"or ignore_index {self.ignore_index}"
-            )
+        pred = self.check_prediction(pred, "ADE20K.encode_prediction")
         return Image.fromarray(np.where(pred == self.ignore_index, 0, pred + 1).astype(np.uint8))
 
     def load_mask(self, index: int) -> np.ndarray:

@@ -94,6 +94,17 @@ class SegmentationDataset(torch.utils.data.Dataset, abc.ABC):
         """The file name of the prediction of sample `index`: by default `<prediction_name(index)>.png`."""
         return f"{self.prediction_name(index)}.png"
 
+    def check_prediction(self, pred: np.ndarray, who: str) -> np.ndarray:
+        """`pred` as an array; `DataError` naming `who` if it holds values other than class ids and the ignore index."""
+        pred = np.asarray(pred)
+        bad = np.setdiff1d(np.unique(pred), np.append(np.arange(self.num_classes), self.ignore_index))
+        if bad.size:
+            raise DataError(
+                f"{who}: values {bad.tolist()[:10]} are not class ids 0..{self.num_classes - 1} "
+                f"or ignore_index {self.ignore_index}"
+            )
+        return pred
+
     def encode_prediction(self, pred: np.ndarray) -> Image.Image:
         """The label image of a (H, W) train-id prediction: by default the train ids as an 8-bit "L" PNG
         (16-bit for more than 256 classes). Data sets override this with their official format."""

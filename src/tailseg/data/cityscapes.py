@@ -178,14 +178,7 @@ class Cityscapes(FileSegmentationDataset):
         Raises:
             DataError: if `pred` holds another value.
         """
-        pred = np.asarray(pred)
-        known = np.append(np.arange(self.num_classes), self.ignore_index)
-        bad = np.setdiff1d(np.unique(pred), known)
-        if bad.size:
-            raise DataError(
-                f"Cityscapes.train_to_label_ids: values {bad.tolist()[:10]} are not train ids 0..18 "
-                f"or ignore_index {self.ignore_index}"
-            )
+        pred = self.check_prediction(pred, "Cityscapes.train_to_label_ids")
         out = np.full(pred.shape, UNLABELED_ID, np.uint8)
         valid = pred != self.ignore_index
         out[valid] = np.asarray(LABEL_IDS, np.uint8)[pred[valid]]

@@ -148,13 +148,7 @@ class PascalVOC(FileSegmentationDataset):
         Raises:
             DataError: for values that are neither class ids 0..20 nor `ignore_index`.
         """
-        pred = np.asarray(pred)
-        bad = np.setdiff1d(np.unique(pred), np.append(np.arange(self.num_classes), self.ignore_index))
-        if bad.size:
-            raise DataError(
-                f"PascalVOC.encode_prediction: values {bad.tolist()[:10]} are not class ids 0..20 "
-                f"or ignore_index {self.ignore_index}"
-            )
+        pred = self.check_prediction(pred, "PascalVOC.encode_prediction")
         image = Image.fromarray(np.where(pred == self.ignore_index, VOC_IGNORE, pred).astype(np.uint8))
         image.putpalette(self.palette())
         return image

@@ -38,7 +38,53 @@ def as_count_table(class_pixel_counts) -> np.ndarray:
     return counts.astype(np.int64)
 
 
-class EpochSampler(torch.utils.data.Sampler, abc.ABC):
+class ImagesByClass:
+    """For each class, the images that contain it (one flat array with per-class offsets), and uniform draws from them.
+
+    Args:
+        counts: (N, C) class pixel-count table.
+    """
+
+    def __init__(self, counts: np.ndarray) -> None:
+        classes, images = np.nonzero(counts.T > 0)
+        num_classes = counts.shape[1]
+        self.images = torch.from_numpy(images.astype(np.int64))
+        self.offsets = torch.from_numpy(np.searchsorted(classes, np.arange(num_classes)).astype(np.int64))
+        self.lengths = torch.from_numpy(np.bincount(classes, minlength=num_classes).astype(np.int64))
+
+    def draw(self, classes: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """One image containing each of `classes`, chosen by `uniforms` in [0, 1) (uniform among those images)."""
+        n = self.lengths[classes]
+        return self.images[self.offsets[classes] + (uniforms * n).long().clamp_max(n - 1)]
+
+
+class Replicas:
+    """`num_replicas` and `rank`: the given values, else torch.distributed's when initialised, else 1 and 0."""
+
+    _num_replicas: int | None = None
+    _rank: int | None = None
+
+    def _set_replicas(self, num_replicas: int | None, rank: int | None, name: str) -> None:
+        if num_replicas is not None and num_replicas < 1:
+            raise ValueError(f"{name}: num_replicas must be >= 1, got {num_replicas}")
+        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
+            raise ValueError(f"{name}: rank must be in [0, {num_replicas}), got {rank}")
+        self._num_replicas, self._rank = num_replicas, rank
+
+    @property
+    def num_replicas(self) -> int:
+        if self._num_replicas is not None:
+            return self._num_replicas
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class EpochSampler(Replicas, torch.utils.data.Sampler, abc.ABC):
     """Base class: (seed, epoch) -> one global sequence of `num_samples` draws, sharded by rank.
 
     Args:
@@ -64,23 +110,7 @@ class EpochSampler(torch.utils.data.Sampler, abc.ABC):
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.seed, self.epoch = (None if seed is None else int(seed)), 0
-        self._num_replicas, self._rank = num_replicas, rank
-        if num_replicas is not None and num_replicas < 1:
-            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
-        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
-
-    @property
-    def num_replicas(self) -> int:
-        if self._num_replicas is not None:
-            return self._num_replicas
-        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-    @property
-    def rank(self) -> int:
-        if self._rank is not None:
-            return self._rank
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self._set_replicas(num_replicas, rank, type(self).__name__)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tailseg.sampling.base import EpochSampler
+from tailseg.sampling.base import EpochSampler, ImagesByClass
 
 
 def inverse_iou_probabilities(iou: np.ndarray, present: np.ndarray, power: float = 1.0) -> np.ndarray:
@@ -77,11 +77,7 @@ class PerformanceAwareSampler(EpochSampler):
         self.present = self.counts.sum(axis=0) > 0
         if not self.present.any():
             raise ValueError("PerformanceAwareSampler: the class pixel counts hold no labelled pixel")
-        # Images containing each class, as one flat array with per-class offsets (CSR).
-        classes, images = np.nonzero(self.counts.T > 0)
-        self._images_by_class = torch.from_numpy(images.astype(np.int64))
-        self._offsets = torch.from_numpy(np.searchsorted(classes, np.arange(self.num_classes)).astype(np.int64))
-        self._lengths = torch.from_numpy(np.bincount(classes, minlength=self.num_classes).astype(np.int64))
+        self._images = ImagesByClass(self.counts)
         self.iou = np.full(self.num_classes, np.nan)
 
     @property
@@ -109,8 +105,7 @@ class PerformanceAwareSampler(EpochSampler):
         class_driven = torch.rand(n, generator=g) < self.mix
         uniform = torch.randint(self.num_images, (n,), generator=g)
         classes = torch.multinomial(self.class_probabilities, n, replacement=True, generator=g)
-        pick = (torch.rand(n, generator=g, dtype=torch.float64) * self._lengths[classes]).long()
-        driven = self._images_by_class[self._offsets[classes] + pick.clamp_max(self._lengths[classes] - 1)]
+        driven = self._images.draw(classes, torch.rand(n, generator=g, dtype=torch.float64))
         index = torch.where(class_driven, driven, uniform)
         return torch.stack([index, torch.where(class_driven, classes, torch.full_like(classes, -1))], dim=1)
 

@@ -48,9 +48,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from tailseg.sampling.base import as_count_table
+from tailseg.sampling.base import ImagesByClass, Replicas, as_count_table
 
 
 def check_finite(name: str, value) -> float:
@@ -152,7 +151,7 @@ def sample_class(weights: torch.Tensor, u: float) -> int:
     return min(c, int(torch.nonzero(weights > 0).max()))  # rounding at u -> 1
 
 
-class TiltedClassSampler(torch.utils.data.Sampler):
+class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
     """A batch sampler: per step one class c ~ Categorical(w), then `batch_size` (image, c) keys.
 
     Built, like the other samplers, from the DataModule's (N, C) class pixel-count table; in YAML
@@ -186,33 +185,15 @@ class TiltedClassSampler(torch.utils.data.Sampler):
         self.present = torch.from_numpy(self.counts.sum(axis=0) > 0)
         if not self.present.any():
             raise ValueError("TiltedClassSampler: the class pixel counts hold no labelled pixel")
-        for name, value in (("batch_size", batch_size), ("num_batches", num_batches), ("num_replicas", num_replicas)):
+        for name, value in (("batch_size", batch_size), ("num_batches", num_batches)):
             if value is not None and int(value) < 1:
                 raise ValueError(f"TiltedClassSampler: {name} must be >= 1, got {value}")
-        if rank is not None and num_replicas is not None and not 0 <= rank < num_replicas:
-            raise ValueError(f"TiltedClassSampler: rank must be in [0, {num_replicas}), got {rank}")
+        self._set_replicas(num_replicas, rank, "TiltedClassSampler")
         self.batch_size = None if batch_size is None else int(batch_size)
         self._num_batches = None if num_batches is None else int(num_batches)
-        self._num_replicas, self._rank = num_replicas, rank
         self.seed, self.epoch = (None if seed is None else int(seed)), 0
-        # Images containing each class, as one flat array with per-class offsets (CSR).
-        classes, images = np.nonzero(self.counts.T > 0)
-        self._images_by_class = torch.from_numpy(images.astype(np.int64))
-        self._offsets = torch.from_numpy(np.searchsorted(classes, np.arange(self.num_classes)).astype(np.int64))
-        self._lengths = torch.from_numpy(np.bincount(classes, minlength=self.num_classes).astype(np.int64))
+        self._images = ImagesByClass(self.counts)
         self.log_l = torch.full((self.num_classes,), -math.inf, dtype=torch.float64)
-
-    @property
-    def num_replicas(self) -> int:
-        if self._num_replicas is not None:
-            return self._num_replicas
-        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-    @property
-    def rank(self) -> int:
-        if self._rank is not None:
-            return self._rank
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
     @property
     def weights(self) -> torch.Tensor:
@@ -254,8 +235,7 @@ class TiltedClassSampler(torch.utils.data.Sampler):
             u = float(torch.rand((), generator=g, dtype=torch.float64))
             c = sample_class(self.weights, u)  # the weights current now (line 3)
             pick = torch.rand(replicas * size, generator=g, dtype=torch.float64)[rank * size : (rank + 1) * size]
-            n = self._lengths[c]
-            images = self._images_by_class[self._offsets[c] + (pick * n).long().clamp_max(n - 1)]  # line 4
+            images = self._images.draw(torch.full_like(pick, c, dtype=torch.long), pick)  # line 4
             yield [(index, c) for index in images.tolist()]
 
     def state_dict(self) -> dict:
