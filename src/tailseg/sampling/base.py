@@ -129,7 +129,7 @@ class EpochSampler(Replicas, torch.utils.data.Sampler, abc.ABC):
     def __iter__(self) -> Iterator:
         draws = self.draw_epoch()
         shard = draws[self.rank : len(self) * self.num_replicas : self.num_replicas]
-        return iter(shard.tolist() if shard.ndim == 1 else [tuple(row) for row in shard.tolist()])
+        return iter(shard.tolist() if shard.ndim == 1 else zip(*shard.T.tolist(), strict=True))
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "epoch": self.epoch}
