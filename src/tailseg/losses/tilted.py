@@ -21,15 +21,20 @@ LEVELS = ("image", "class")
 TILT_EPS = 1e-6
 
 
+def check_finite(name: str, value) -> float:
+    """`value` as a float; ValueError naming `name` unless it is a finite number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
 def check_tilt(t: float) -> float:
     """`t` as a float; ValueError unless it is a finite number (negative values are allowed)."""
-    try:
-        t = float(t)
-    except (TypeError, ValueError):
-        raise ValueError(f"tilt t must be a finite number, got {t!r}") from None
-    if not math.isfinite(t):
-        raise ValueError(f"tilt t must be a finite number, got {t}")
-    return t
+    return check_finite("tilt t", t)
 
 
 def tilted_mean(values: torch.Tensor, t: float, mask: torch.Tensor | None = None) -> torch.Tensor:

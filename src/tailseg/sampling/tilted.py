@@ -49,18 +49,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from tailseg.losses.tilted import check_finite
 from tailseg.sampling.base import ImagesByClass, Replicas, as_count_table
-
-
-def check_finite(name: str, value) -> float:
-    """`value` as a float; ValueError naming `name` unless it is a finite number."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
 
 
 def check_gamma(gamma) -> float:
