@@ -159,3 +159,9 @@ def test_console_script_describe(tmp_path):
                          capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
     assert "train (SyntheticStreets): 8 images" in out and "val (SyntheticStreets): 4 images" in out
     assert "6 most frequent classes" in out and "traffic light" in out
+
+
+def test_loss_ignore_index_must_match_the_data(tmp_path):
+    with pytest.raises(ValueError, match=r"loss's ignore_index \(0\) differs from the data's \(255\)"):
+        main(["fit", "--config", str(SYNTHETIC), *tiny_synthetic_args(), "--model.loss.init_args.ignore_index", "0",
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip

@@ -127,6 +127,12 @@ class SegmentationModel(pl.LightningModule):
             classes=num_classes,
         )
         self.loss = loss if loss is not None else CrossEntropy(ignore_index=ignore_index)
+        loss_ignore = getattr(self.loss, "ignore_index", self.ignore_index)
+        if loss_ignore != self.ignore_index:
+            raise ValueError(
+                f"SegmentationModel: the loss's ignore_index ({loss_ignore}) differs from the data's ({self.ignore_index}); "
+                "set model.loss.init_args.ignore_index to match"
+            )
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.tiling = tiling if tiling is not None else Tiling("whole")
         self.tiling.pad_to = math.lcm(self.tiling.pad_to, int(self.net.encoder.output_stride))
