@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from tailseg.data import SegmentationDataModule, SyntheticStreets
-from tailseg.data.datamodule import SeededKeys, TransformedDataset
+from tailseg.data.datamodule import TransformedDataset
 from tailseg.data.transforms import TrainTransform
+from tailseg.resume import SeededKeys
 from tailseg.sampling import PerformanceAwareSampler, inverse_iou_probabilities
 
 
@@ -139,7 +142,7 @@ def test_seeded_keys_make_crops_independent_of_global_randomness():
 def test_datamodule_gives_the_sampler_its_seed():
     dm = SegmentationDataModule(
         SyntheticStreets("train", 6, 64, 64),
-        train_sampler=lambda counts: PerformanceAwareSampler(counts, mix=1.0),
+        train_sampler=functools.partial(PerformanceAwareSampler, mix=1.0),  # a factory as the YAML makes it
         crop_size=(32, 32),
         batch_size=2,
         num_workers=0,

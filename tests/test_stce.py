@@ -4,6 +4,7 @@ the whole thing through the CLI (fit, exact resume, DDP agreement)."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from conftest import tiny_synthetic_args
 from tailseg.callbacks import TiltedClassFeedback
 from tailseg.cli import main
 from tailseg.data import SegmentationDataModule, SyntheticStreets
-from tailseg.data.datamodule import SeededKeys
+from tailseg.resume import SeededKeys
 from tailseg.sampling import TiltedClassSampler, UniformSampler, tilted_class_update, tilted_class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,7 +237,7 @@ def test_datamodule_fills_in_the_batch_size_and_loads_batches_of_one_class():
 
 
 def test_datamodule_rejects_a_different_sampler_batch_size():
-    dm = _datamodule(sampler=lambda counts: TiltedClassSampler(counts, batch_size=4), batch_size=2)
+    dm = _datamodule(sampler=functools.partial(TiltedClassSampler, batch_size=4), batch_size=2)
     with pytest.raises(ValueError, match="batch_size 4 differs from data.batch_size 2"):
         dm.setup("fit")
 

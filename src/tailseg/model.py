@@ -6,17 +6,22 @@ data-set-level (one confusion matrix summed over the whole split); classes absen
 the predictions and the ground truth are NaN and left out of the mean.
 
 Class statistics reach a loss through one channel: if the loss defines
-`set_class_statistics(counts)`, the model's `setup` (fit, validate, test, predict) calls it with
-the DataModule's (N, C) `class_pixel_counts` table (as a tensor).
+`set_class_statistics(counts)`, the model's `setup` calls it with the DataModule's (N, C)
+`class_pixel_counts` table (as a tensor) when fitting, and when evaluating without a checkpoint while
+the training set is configured. What the loss derives from the table (its class-weight buffers) is
+saved with the weights, and so is the training set's class pixel share (`class_frequency`, for the
+reports): evaluating a checkpoint reads neither the training set nor its statistics.
+
+Checkpoints: `tailseg.resume` lists what a checkpoint holds beyond the weights. The model's part is the
+training confusion matrix of the epoch so far (a persistent state of `iou.train_iou`, so that an epoch
+interrupted and resumed still measures its training IoU over all its crops) and `class_frequency`.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
@@ -30,40 +35,6 @@ from tailseg.metrics import ClassIoU
 from tailseg.optim import PolyLR
 
 STAGES = ("train", "val", "test")
-
-
-def rng_states() -> dict:
-    """The random states that training consumes (Python, NumPy, torch CPU and CUDA), as tensors and plain
-    numbers so that `torch.load(weights_only=True)` can read the checkpoint."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },  # fmt: skip
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    """Restore what `rng_states` saved."""
-    py = states["python"]
-    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
-    npy = states["numpy"]
-    np.random.set_state(
-        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
-    )
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -138,16 +109,24 @@ class SegmentationModel(pl.LightningModule):
         self.tiling.pad_to = math.lcm(self.tiling.pad_to, int(self.net.encoder.output_stride))
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix.
         self.iou = nn.ModuleDict({f"{s}_iou": ClassIoU(num_classes, ignore_index) for s in STAGES})
+        self.iou["train_iou"].persistent(True)  # the epoch's confusion so far travels in checkpoints
         self.latest_iou: dict[str, torch.Tensor] = {}
+        self.latest_iou_step: dict[str, int] = {}  # the global step each latest IoU was measured at
+        self.class_frequency: list[float] | None = None  # training pixel share per class (for reports)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        setter = getattr(self.loss, "set_class_statistics", None)
         datamodule = getattr(self.trainer, "datamodule", None)
-        if callable(setter) and getattr(datamodule, "train_set", None) is not None:
+        if getattr(datamodule, "train_set", None) is None:
+            return  # evaluation without the training set: the checkpoint brings what was learned from it
+        if stage != "fit" and self.trainer.ckpt_path is not None:
+            return  # the checkpoint brings the loss's class weights and the class frequencies
+        setter = getattr(self.loss, "set_class_statistics", None)
+        if callable(setter):
             setter(torch.as_tensor(datamodule.class_pixel_counts))
+        self.class_frequency = [float(f) for f in datamodule.class_frequency]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -189,9 +168,13 @@ class SegmentationModel(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.latest_iou[stage] = iou.detach().cpu()
+        self.latest_iou_step[stage] = int(self.global_step)
         self.log(f"{stage}/miou", torch.nanmean(iou).float(), prog_bar=stage != "train")
         for name, value in zip(self.class_names, iou.float(), strict=True):
             self.log(f"{stage}/iou/{name}", value)
+
+    def on_train_epoch_start(self) -> None:
+        self.iou["train_iou"].reset()  # (also after resuming from a checkpoint written at an epoch's last step)
 
     def on_train_epoch_end(self) -> None:
         self._log_iou("train")
@@ -203,16 +186,28 @@ class SegmentationModel(pl.LightningModule):
         self._log_iou("test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["rng_states"] = rng_states()
+        checkpoint["class_frequency"] = self.class_frequency
+        trainer = self._trainer
+        if trainer is not None and trainer.training:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= trainer.num_training_batches:  # the epoch's IoU is complete: a resumed run starts the next
+                key = "iou.train_iou.confusion"
+                checkpoint["state_dict"][key] = torch.zeros_like(checkpoint["state_dict"][key])
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
-
-    def on_train_start(self) -> None:
-        # A resumed run continues torch's random stream (dropout) where the checkpointed run left it.
-        if getattr(self, "_rng_to_restore", None) is not None:
-            set_rng_states(self._rng_to_restore)
-            self._rng_to_restore = None
+        self.class_frequency = checkpoint.get("class_frequency")
+        state = checkpoint.get("state_dict", {})
+        # Buffers that are None until set from the class statistics (the loss's class weights) take the
+        # checkpoint's values, so the weights load without the training set.
+        for prefix, module in self.named_modules(prefix=""):
+            for name, buffer in module._buffers.items():
+                key = f"{prefix}.{name}" if prefix else name
+                if buffer is None and key in state:
+                    setattr(module, name, state[key].clone())
+        # Under DDP the checkpoint holds rank 0's partial training confusion matrix: only rank 0 keeps it.
+        key = "iou.train_iou.confusion"
+        if key in state and self._trainer is not None and self.trainer.world_size > 1 and self.global_rank != 0:
+            state[key] = torch.zeros_like(state[key])
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -1,6 +1,6 @@
 """`ClassIoUFeedback`: per-class training IoU -> the performance-aware sampler (LMP paper, §4).
 
-At the end of every training epoch (and, with `every_n_steps`, also every n optimisation
+After the last training batch of every epoch (and, with `every_n_steps`, also every n optimisation
 steps) the callback takes the per-class IoU that the model has accumulated on its training
 crops since the epoch began, synchronised across DDP ranks by torchmetrics, and calls
 `trainer.datamodule.train_sampler.update(iou)`. The sampler draws each epoch's sequence when
@@ -9,15 +9,20 @@ dataloaders (also with persistent workers: samplers run in the main process). Up
 steps therefore only matter for the last one before an epoch ends, unless epochs are long
 compared to n (they are useful to see the probabilities evolve in the logs).
 
-It logs `sampler/p/<class name>` (the class-driven probabilities) and keeps the sampler's state
-(IoU, seed, epoch) in checkpoints, so a resumed run draws exactly what an uninterrupted run draws.
+Why after the last batch (`on_train_batch_end`) and not at the epoch's end: Lightning runs the
+callbacks' `on_train_batch_end` before `ModelCheckpoint` writes a step checkpoint, and a run resumed
+from a checkpoint written after an epoch's last batch does not run that epoch's end again. Feeding
+there puts the epoch's IoU into every checkpoint that follows the epoch's last step.
+
+It logs `sampler/p/<class name>` (the class-driven probabilities). The sampler's state (IoU, seed,
+epoch) is saved with the training loader's (`tailseg.resume`).
 """
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from tailseg.callbacks.sampler_state import SamplerFeedback
+from tailseg.callbacks.sampler_feedback import SamplerFeedback
 
 
 class ClassIoUFeedback(SamplerFeedback):
@@ -45,7 +50,7 @@ class ClassIoUFeedback(SamplerFeedback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
-            classes = getattr(self._sampler, "num_classes", None)
+            classes = getattr(self.sampler(trainer), "num_classes", None)
             if classes is not None and classes != len(pl_module.class_names):
                 raise ValueError(
                     f"ClassIoUFeedback: the sampler's class pixel counts have {classes} class columns, "
@@ -60,8 +65,5 @@ class ClassIoUFeedback(SamplerFeedback):
             pl_module.log(f"sampler/p/{name}", float(p), on_step=False, on_epoch=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+        if trainer.is_last_batch or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
             self._feed(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._feed(trainer, pl_module)

@@ -13,9 +13,11 @@ The data set is `trainer.datamodule.predict_set` (the DataModule's `predict`, by
 each image is found by the batch's `"index"`. The prediction is the model's `predict_step` output, a
 `(B, H, W)` train-id tensor or a dict holding it under `"prediction"`.
 
-Distributed runs: every rank writes the images of its own batches. When the predict loader is not
-sharded across ranks (e.g. `trainer.use_distributed_sampler: false`), all ranks see every image and
-only global rank 0 writes. Files are written to a temporary name and renamed into place, so a reader
+Distributed runs: every rank writes the images of its own batches. `SegmentationDataModule`'s predict
+loader is sharded (`tailseg.data.shards.EvalShard`: each image on exactly one rank, whatever
+`trainer.use_distributed_sampler` says), and so is any loader with a `DistributedSampler`. When the
+predict loader is not sharded across ranks (another DataModule, with `use_distributed_sampler: false`),
+all ranks see every image and only global rank 0 writes. Files are written to a temporary name and renamed into place, so a reader
 never sees half a file.
 
 Cityscapes: the official `csEvalPixelLevelSemanticLabeling` matches every `<city>_<seq>_<frame>*.png`
@@ -34,12 +36,17 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DistributedSampler
 
+from tailseg.data.shards import EvalShard
+
+SHARDED_SAMPLERS = (EvalShard, DistributedSampler)
+
 
 def _is_sharded(loader) -> bool:
-    """Whether a DataLoader splits its samples across ranks (a DistributedSampler, maybe inside a batch sampler)."""
+    """Whether a DataLoader splits its samples across ranks: an `EvalShard` or a `DistributedSampler`, as its
+    sampler or inside its batch sampler (Lightning's predict loop wraps the batch sampler, keeping `.sampler`)."""
     batch_sampler = getattr(loader, "batch_sampler", None)
     samplers = (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None), batch_sampler)
-    return any(isinstance(s, DistributedSampler) for s in samplers)
+    return any(isinstance(s, SHARDED_SAMPLERS) for s in samplers)
 
 
 def _save(image, path: Path) -> None:

@@ -4,8 +4,10 @@ Data flow for training: the sampler yields an image index, or an (index, class) 
 crop placed on that class; `SeededKeys` attaches to each draw an augmentation seed that is a
 pure function of (seed, epoch, rank, position); `TransformedDataset` loads the sample, checks
 it, and applies `TrainTransform` with that seed. A sampler with `yields_batches = True` (e.g.
-`TiltedClassSampler`) yields whole batches of keys instead; it is passed to the DataLoader as
-its `batch_sampler`, with its `batch_size` filled in from the DataModule's.
+`TiltedClassSampler`) yields whole batches of keys instead; it is the DataLoader's `batch_sampler`.
+The DataModule's `stream` (`tailseg.resume.TrainingStream`: the seeded sampler and the random streams)
+is the state Lightning keeps in every checkpoint besides the weights: `tailseg.resume` lists everything
+a checkpoint holds and how a run resumes at any step.
 
 Reproducibility: a training epoch's crops depend only on the DataModule's `seed`, the epoch and
 the sampler's state - not on worker count, not on torch's global random state - so a run resumed
@@ -28,17 +30,21 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tailseg.data.base import DataError, SegmentationDataset
+from tailseg.data.shards import EvalShard
 from tailseg.data.stats import class_pixel_counts
 from tailseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from tailseg.resume import TrainingStream
 from tailseg.sampling import UniformSampler
+from tailseg.sampling.base import build_sampler
 
 
 class TransformedDataset(torch.utils.data.Dataset):
     """A data set seen through a transform.
 
     Keys: an index; an (index, class_id) pair (crop on that class, −1 for none); or an
-    (index, class_id, seed) triple that also fixes the augmentation's randomness. Each sample
-    carries its focus class as "class" (−1 for none).
+    (index, class_id, seed) triple that also fixes the augmentation's randomness (seed 0 when the
+    key has none: evaluation transforms are deterministic, and loading never touches torch's global
+    random state, which dropout uses). Each sample carries its focus class as "class" (−1 for none).
     """
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
@@ -50,49 +56,11 @@ class TransformedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key) -> dict:
         key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
         index, focus = int(key[0]), int(key[1]) if len(key) > 1 else -1
-        seed = int(key[2]) if len(key) > 2 else int(torch.randint(0, 2**31 - 2, ()).item())
+        seed = int(key[2]) if len(key) > 2 else 0
         image, mask = self.dataset.load(index)
         image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus if focus >= 0 else None)
         name = self.dataset.sample_name(index)
         return {"image": image_t, "mask": mask_t, "index": index, "name": name, "class": focus}
-
-
-class SeededKeys(Sampler):
-    """Wraps a sampler so each draw carries its augmentation seed: (index, class_id, seed).
-
-    The seeds of an epoch are drawn from a generator seeded with (seed, epoch, rank), one per
-    position, so they do not depend on workers or on torch's global random state. A batch
-    sampler (`yields_batches = True`) yields lists of such triples; the seeds of step k are the
-    next `len(batch)` draws of that generator, a pure function of (seed, epoch, rank, step,
-    position). Lightning calls `set_epoch` on a batch sampler's inner `sampler` only, so for
-    batch samplers the epoch is read from the wrapped sampler.
-    """
-
-    def __init__(self, sampler: Sampler, seed: int) -> None:
-        self.sampler, self.seed, self.epoch = sampler, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if callable(getattr(self.sampler, "set_epoch", None)):
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self):
-        rank = getattr(self.sampler, "rank", 0)
-        if getattr(self.sampler, "yields_batches", False):
-            epoch = int(getattr(self.sampler, "epoch", self.epoch))
-            g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_003 + int(rank)) % 2**63)
-            for batch in self.sampler:
-                seeds = torch.randint(0, 2**31 - 2, (len(batch),), generator=g).tolist()
-                yield [(int(index), int(focus), seed) for (index, focus), seed in zip(batch, seeds, strict=True)]
-            return
-        g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + int(rank)) % 2**63)
-        seeds = torch.randint(0, 2**31 - 2, (len(self.sampler),), generator=g).tolist()
-        for key, seed in zip(self.sampler, seeds, strict=False):
-            index, focus = (key[0], key[1]) if isinstance(key, (tuple, list)) else (key, -1)
-            yield int(index), int(focus), seed
 
 
 def _positive(field: str, value: int) -> int:
@@ -105,7 +73,10 @@ class SegmentationDataModule(pl.LightningDataModule):
     """Owns the data sets, the class statistics, the transforms, the training sampler and the loaders.
 
     Args:
-        train: The training data set (its classes define the task).
+        train: The training data set (its classes define the task). `fit` needs it; `validate`, `test`
+            and `predict` do not read it (the CLI leaves it out for them, so a machine holding only the
+            evaluation images can evaluate a checkpoint; what was learned from the training set travels
+            in the checkpoint).
         val: The validation data set (whole images).
         test: The test data set (default: none).
         predict: The data set to predict (default: `val`).
@@ -119,7 +90,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: Data-loader worker processes.
         train_sampler: A factory called with the (N, C) class pixel-count table that returns the
             training sampler (default: `UniformSampler`). In YAML, a `class_path` whose init
-            arguments leave out the table.
+            arguments leave out the table. The DataModule also passes its `seed`, `batch_size` and the
+            loader's prefetch depth `lag` to samplers that take them and leave them unset
+            (`tailseg.sampling.base.build_sampler`).
         stats_cache_dir: Folder of the class-statistics cache (default: `$TAILSEG_CACHE` or
             `~/.cache/tailseg`; "" disables it).
         seed: Seed of the augmentation stream and of samplers built without their own seed
@@ -128,7 +101,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: SegmentationDataset,
+        train: SegmentationDataset | None = None,
         val: SegmentationDataset | None = None,
         test: SegmentationDataset | None = None,
         predict: SegmentationDataset | None = None,
@@ -147,14 +120,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
         self.predict_set = predict if predict is not None else val
-        for name, ds in (("val", val), ("test", test), ("predict", predict)):
-            if ds is not None and (
-                tuple(ds.class_names) != tuple(train.class_names) or ds.ignore_index != train.ignore_index
-            ):
+        sets = [(name, ds) for name, ds in (("train", train), ("val", val), ("test", test), ("predict", predict))
+                if ds is not None]  # fmt: skip
+        if not sets:
+            raise DataError(
+                "SegmentationDataModule: no data set is configured (data.train, data.val, data.test or data.predict)"
+            )
+        (first, reference), *others = sets
+        for name, ds in others:
+            if tuple(ds.class_names) != tuple(reference.class_names) or ds.ignore_index != reference.ignore_index:
                 raise DataError(
                     f"SegmentationDataModule: data set '{name}' has classes {ds.class_names} / ignore "
-                    f"{ds.ignore_index}, but 'train' has {train.class_names} / ignore {train.ignore_index}"
+                    f"{ds.ignore_index}, but '{first}' has {reference.class_names} / ignore {reference.ignore_index}"
                 )
+        self._reference = reference
         if len(crop_size) != 2 or min(crop_size) < 8:
             raise ValueError(f"SegmentationDataModule: crop_size must be (height, width) >= 8, got {crop_size}")
         lo, hi = scale_range
@@ -167,30 +146,33 @@ class SegmentationDataModule(pl.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"SegmentationDataModule: num_workers must be >= 0, got {num_workers}")
         self.num_workers = int(num_workers)
-        self.train_transform = TrainTransform(crop_size, scale_range, hflip, mean, std, train.ignore_index)
+        self.train_transform = TrainTransform(crop_size, scale_range, hflip, mean, std, reference.ignore_index)
         self.eval_transform = EvalTransform(mean, std)
         self.sampler_factory = train_sampler if train_sampler is not None else UniformSampler
         self.stats_cache_dir = stats_cache_dir
         self.seed = seed
         self.train_sampler: Sampler | None = None
+        self.stream: TrainingStream | None = None  # built with the sampler when fitting starts
         self._counts: np.ndarray | None = None
 
-    # What the CLI links into the model.
+    # What the CLI links into the model: the classes of the training set, or of the first data set given.
     @property
     def num_classes(self) -> int:
-        return self.train_set.num_classes
+        return self._reference.num_classes
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.train_set.class_names)
+        return list(self._reference.class_names)
 
     @property
     def ignore_index(self) -> int:
-        return self.train_set.ignore_index
+        return self._reference.ignore_index
 
     @property
     def class_pixel_counts(self) -> np.ndarray:
         """(N, C) int64 pixel counts of each class in each training image (computed once, cached)."""
+        if self.train_set is None:
+            raise DataError("SegmentationDataModule: class statistics need the training set (data.train)")
         if self._counts is None:
             self.train_set.prepare(max(1, self.num_workers))
             self._counts = class_pixel_counts(self.train_set, cache_dir=self.stats_cache_dir)
@@ -205,56 +187,81 @@ class SegmentationDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         workers = max(1, self.num_workers)
         if stage == "fit":
+            if self.train_set is None:
+                raise DataError("SegmentationDataModule: fit needs a training data set (data.train)")
             _ = self.class_pixel_counts  # checks every training mask before training starts
             if self.val_set is not None:
                 self.val_set.prepare(workers)
             if self.seed is None:
                 self.seed = torch.initial_seed() % 2**31
             if self.train_sampler is None:
-                self.train_sampler = self.sampler_factory(self.class_pixel_counts)
-                if getattr(self.train_sampler, "seed", 0) is None:
-                    self.train_sampler.seed = self.seed
-                if getattr(self.train_sampler, "yields_batches", False):
-                    if getattr(self.train_sampler, "batch_size", None) is None:
-                        self.train_sampler.batch_size = self.batch_size
-                    elif int(self.train_sampler.batch_size) != self.batch_size:
-                        raise ValueError(
-                            f"SegmentationDataModule: the batch sampler's batch_size {self.train_sampler.batch_size} "
-                            f"differs from data.batch_size {self.batch_size}; leave the sampler's unset"
-                        )
+                lag = self.num_workers * 2 if self.num_workers > 0 else 0  # DataLoader's default prefetch_factor
+                self.train_sampler = build_sampler(
+                    self.sampler_factory, self.class_pixel_counts, seed=self.seed, batch_size=self.batch_size, lag=lag
+                )
+                size = getattr(self.train_sampler, "batch_size", None)
+                if getattr(self.train_sampler, "yields_batches", False) and int(size) != self.batch_size:
+                    raise ValueError(
+                        f"SegmentationDataModule: the batch sampler's batch_size {size} differs from "
+                        f"data.batch_size {self.batch_size}; leave the sampler's unset"
+                    )
+                self.stream = TrainingStream(
+                    self.train_sampler, self.seed, self.batch_size, self._batches_trained_in_epoch
+                )
         for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
             if stage == name:
                 if ds is None:
                     raise DataError(f"SegmentationDataModule: no '{name}' data set is configured for stage '{stage}'")
                 ds.prepare(workers)
 
-    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int | None, **kwargs) -> DataLoader:
-        if batch_size is not None:  # None: a batch_sampler in kwargs makes the batches
-            kwargs["batch_size"] = batch_size
+    def _loader_options(self) -> dict:
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+            "generator": torch.Generator().manual_seed(self.seed or 0),  # leaves the global generator alone
+        }
+
+    def state_dict(self) -> dict:
+        """What Lightning keeps in checkpoints for the DataModule: the training stream's state (fit only)."""
+        return {"stream": self.stream.state_dict()} if self.stream is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.stream is not None and "stream" in state_dict:
+            self.stream.load_state_dict(state_dict["stream"])
+
+    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
-            TransformedDataset(dataset, transform),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed or 0),  # leaves the global generator alone
-            **kwargs,
+            TransformedDataset(dataset, transform), batch_size=batch_size, **self._loader_options(), **kwargs
         )
 
+    def _batches_trained_in_epoch(self) -> int:
+        """Lightning's count of this epoch's batches whose training step finished (for `TrainingStream`)."""
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
     def train_dataloader(self) -> DataLoader:
-        if self.train_sampler is None:
+        """Training crops keyed by the stream's seeded sampler (`tailseg.resume.SeededKeys`)."""
+        if self.stream is None:
             self.setup("fit")
-        sampler = SeededKeys(self.train_sampler, self.seed)
-        if getattr(self.train_sampler, "yields_batches", False):
-            return self._loader(self.train_set, self.train_transform, None, batch_sampler=sampler)
-        return self._loader(self.train_set, self.train_transform, self.batch_size, sampler=sampler, drop_last=True)
+        keys, dataset = self.stream.keys, TransformedDataset(self.train_set, self.train_transform)
+        if keys.yields_batches:
+            return DataLoader(dataset, batch_sampler=keys, **self._loader_options())
+        return DataLoader(dataset, sampler=keys, batch_size=self.batch_size, drop_last=True, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
+        """Whole validation images; under DDP each rank gets its own `EvalShard` (each image once, no padding)."""
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.eval_transform, self.eval_batch_size)
+        sampler = EvalShard.for_trainer(self.val_set, getattr(self, "trainer", None), split="validation")
+        return self._loader(self.val_set, self.eval_transform, self.eval_batch_size, sampler=sampler)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_transform, self.eval_batch_size)
+        """Whole test images, sharded across DDP ranks like `val_dataloader`."""
+        sampler = EvalShard.for_trainer(self.test_set, getattr(self, "trainer", None), split="test")
+        return self._loader(self.test_set, self.eval_transform, self.eval_batch_size, sampler=sampler)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, self.eval_transform, self.eval_batch_size)
+        """Whole images to predict, sharded across DDP ranks like `val_dataloader` (each rank writes its own)."""
+        sampler = EvalShard.for_trainer(self.predict_set, getattr(self, "trainer", None), split="predict")
+        return self._loader(self.predict_set, self.eval_transform, self.eval_batch_size, sampler=sampler)

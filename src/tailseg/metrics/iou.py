@@ -21,13 +21,22 @@ def iou_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
 class ClassIoU(Metric):
     """Data-set-level per-class IoU: sums a confusion matrix over batches (and DDP ranks).
 
+    It also counts the images it has seen (`num_images`, B per `update`), so that a report can say how
+    many images its IoU covers; under DDP with sharded evaluation loaders `total_images()` equals the
+    size of the split, and anything else (a padded or unsharded loader) shows up there.
+
     Args:
         num_classes: C.
         ignore_index: Target label left out of the confusion matrix.
+        **kwargs: As `torchmetrics.Metric` (e.g. `sync_on_compute`).
 
     Shape:
         update(preds (B, H, W) int, target (B, H, W) int); compute() -> (C,) float64, NaN for
-        classes absent from both.
+        classes absent from both; total_images() -> int.
+
+    Attributes:
+        confusion: (C, C) int64 confusion matrix of this rank since the last `reset` (rows: truth).
+        num_images: () int64 number of images this rank has counted since the last `reset`.
     """
 
     full_state_update = False
@@ -38,6 +47,7 @@ class ClassIoU(Metric):
         self.add_state(
             "confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
         )
+        self.add_state("num_images", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         keep = target != self.ignore_index
@@ -46,6 +56,19 @@ class ClassIoU(Metric):
         self.confusion += torch.bincount(index, minlength=self.num_classes**2).reshape(
             self.num_classes, self.num_classes
         )
+        self.num_images += target.shape[0] if target.ndim == 3 else 1  # a lone (H, W) map is one image
 
     def compute(self) -> torch.Tensor:
         return iou_from_confusion(self.confusion)
+
+    def total_images(self) -> int:
+        """The number of images counted since the last `reset`, summed over DDP ranks.
+
+        Synced like `compute()` (not at all with `sync_on_compute=False`), so under DDP it is a collective:
+        call it on every rank, at the same point (e.g. beside `compute()` in an epoch-end hook), and before
+        `reset()`, which sets the count back to 0. Without torch.distributed it is the local count.
+        """
+        if self._is_synced:  # inside compute() or an explicit sync(): the state already holds the total
+            return int(self.num_images)
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            return int(self.num_images)

@@ -17,7 +17,9 @@ torch.distributed's when it is initialised, else a single replica. Lightning cal
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +38,26 @@ def as_count_table(class_pixel_counts) -> np.ndarray:
     if not np.issubdtype(counts.dtype, np.number) or not np.all(np.isfinite(counts)) or (counts < 0).any():
         raise ValueError("class_pixel_counts must hold finite, non-negative pixel counts")
     return counts.astype(np.int64)
+
+
+def build_sampler(factory: Callable, class_pixel_counts, **context) -> torch.utils.data.Sampler:
+    """Build a training sampler from its factory, the (N, C) table and the run's context.
+
+    The DataModule calls this with `seed`, `batch_size` and `lag` (see `TiltedClassSampler`). Each context
+    value is passed only when the sampler's constructor takes that argument and the YAML did not fix it
+    (a factory from a YAML `class_path` is a `functools.partial` holding the `init_args`; a None there is
+    "not fixed"). The samplers are thus complete when built: nothing is patched onto them afterwards.
+    """
+    target, fixed = factory, {}
+    if isinstance(factory, functools.partial):
+        target = next((a for a in factory.args if inspect.isclass(a)), factory.func)
+        fixed = factory.keywords
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin or other callable without a signature
+        params = {}
+    kwargs = {k: v for k, v in context.items() if k in params and fixed.get(k) is None}
+    return factory(class_pixel_counts, **kwargs)
 
 
 class ImagesByClass:

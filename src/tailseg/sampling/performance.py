@@ -16,6 +16,10 @@ Decisions:
   choice is uniform over the present classes.
 - Images are chosen uniformly among those containing the class (not in proportion to its pixels),
   so that small instances of a class are shown as often as large ones.
+- An epoch's sequence is drawn from the IoU known when that epoch was first drawn; updates during the
+  epoch (`ClassIoUFeedback(every_n_steps=...)`) take effect from the next epoch. The sampler remembers
+  the IoU of its current epoch (`state_dict`), so a run resumed in the middle of an epoch draws that
+  epoch's sequence again, whatever was fed in between.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class PerformanceAwareSampler(EpochSampler):
             raise ValueError("PerformanceAwareSampler: the class pixel counts hold no labelled pixel")
         self._images = ImagesByClass(self.counts)
         self.iou = np.full(self.num_classes, np.nan)
+        self._drawn: tuple[int, np.ndarray] | None = None  # (epoch, the IoU its sequence was drawn from)
 
     @property
     def class_probabilities(self) -> torch.Tensor:
@@ -100,19 +105,24 @@ class PerformanceAwareSampler(EpochSampler):
         self.iou = values.copy()
 
     def draw_epoch(self) -> torch.Tensor:
+        if self._drawn is None or self._drawn[0] != self.epoch:
+            self._drawn = (self.epoch, self.iou.copy())
+        probabilities = torch.from_numpy(inverse_iou_probabilities(self._drawn[1], self.present, self.power))
         g = self.generator()
         n = self.num_samples
         class_driven = torch.rand(n, generator=g) < self.mix
         uniform = torch.randint(self.num_images, (n,), generator=g)
-        classes = torch.multinomial(self.class_probabilities, n, replacement=True, generator=g)
+        classes = torch.multinomial(probabilities, n, replacement=True, generator=g)
         driven = self._images.draw(classes, torch.rand(n, generator=g, dtype=torch.float64))
         index = torch.where(class_driven, driven, uniform)
         return torch.stack([index, torch.where(class_driven, classes, torch.full_like(classes, -1))], dim=1)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "iou": self.iou.tolist()}
+        drawn = None if self._drawn is None else {"epoch": self._drawn[0], "iou": self._drawn[1].tolist()}
+        return {**super().state_dict(), "iou": self.iou.tolist(), "drawn": drawn}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        if "iou" in state:
-            self.update(np.asarray(state["iou"], dtype=np.float64))
+        self.update(np.asarray(state["iou"], dtype=np.float64))
+        drawn = state.get("drawn")
+        self._drawn = None if drawn is None else (int(drawn["epoch"]), np.asarray(drawn["iou"], dtype=np.float64))

@@ -21,24 +21,23 @@ Decisions:
 - Classes with no pixel in the training set are never drawn (w_c = 0), and cannot be updated.
 - Images are drawn uniformly, with replacement, among those that contain c (not in proportion to
   its pixels), as in `PerformanceAwareSampler`.
-- Lazy drawing. w changes after every step, so the sampler draws step by step: the class of step k
-  comes from the weights current when the DataLoader asks for its batch. With `num_workers=0` that is
-  exact: step k is drawn from the weights after the updates of steps 0..k − 1 (the sampler has a
-  length, so Lightning's training loop does not read ahead). With workers, the DataLoader keeps
-  `prefetch_factor · num_workers` batches in flight (4 with the defaults and 2 workers), so the class
-  choice lags the weights by that many steps: step k is drawn after the updates of steps
-  0..k − 1 − lag. The draws stay reproducible: they depend only on (seed, epoch), the worker count
-  and the weights, which depend only on the training run.
+- Lazy drawing and the prefetch lag. w changes after every step, so the sampler draws step by step, and
+  the class of step k of an epoch is drawn from w as it was after the epoch's first max(0, k − lag)
+  updates. `lag` is how many batches the DataLoader requests ahead (`prefetch_factor · num_workers`, 4
+  with 2 workers; 0 without workers, where step k sees all k updates before it); the DataModule sets
+  it. It is a fixed rule, not a race: the sampler keeps w's last `lag` + 1 values of the epoch and picks
+  the one the rule names, so the draws depend only on (seed, epoch, the updates) - also when a run is
+  resumed in the middle of an epoch, whatever the workers had prefetched when it stopped.
 - DDP. All ranks consume the same random stream, seeded by (seed, epoch): per step one uniform
   for the class (inverse CDF of w, so each step consumes a fixed amount of randomness whatever w
   is) and `num_replicas · batch_size` uniforms for a global draw of images, of which rank r takes
   the slice [r · batch_size, (r + 1) · batch_size). The feedback averages L_B over the ranks, so w
   and hence the class of every step are identical on all ranks, and the slices are disjoint
   positions of one global draw (with replacement, the same image can still appear twice).
-- Resume. The state (seed, epoch, log L̃) goes into checkpoints through the feedback callback.
-  Every epoch starts a fresh stream from (seed, epoch), so a run resumed from an end-of-epoch
-  checkpoint draws exactly what the uninterrupted run draws; as with the other samplers, a
-  mid-epoch checkpoint restarts the epoch's stream at its first step.
+- Resume. The state (seed, epoch, log L̃ and its last values in the epoch) goes into checkpoints with the
+  training loader's (`tailseg.resume`). Every epoch starts a fresh stream from (seed, epoch); a run
+  resumed after k steps of an epoch replays the stream's first k steps without drawing their classes
+  (`iterate(skip=k)`: each step consumes a fixed amount of randomness) and continues with step k.
 """
 
 from __future__ import annotations
@@ -157,6 +156,8 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         seed: Seed of the per-epoch stream; None takes the DataModule's seed (0 when used alone).
         num_replicas: DDP world size (default: torch.distributed's, or 1).
         rank: This process's rank (default: torch.distributed's, or 0).
+        lag: Steps the DataLoader draws ahead (see the module docs); None takes the DataModule's (0 when
+            used alone).
     """
 
     yields_batches = True
@@ -169,6 +170,7 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         seed: int | None = None,
         num_replicas: int | None = None,
         rank: int | None = None,
+        lag: int | None = None,
     ) -> None:
         self.counts = as_count_table(class_pixel_counts)
         self.num_images, self.num_classes = self.counts.shape
@@ -178,12 +180,17 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         for name, value in (("batch_size", batch_size), ("num_batches", num_batches)):
             if value is not None and int(value) < 1:
                 raise ValueError(f"TiltedClassSampler: {name} must be >= 1, got {value}")
+        if lag is not None and int(lag) < 0:
+            raise ValueError(f"TiltedClassSampler: lag must be >= 0, got {lag}")
+        self.lag = 0 if lag is None else int(lag)
         self._set_replicas(num_replicas, rank, "TiltedClassSampler")
         self.batch_size = None if batch_size is None else int(batch_size)
         self._num_batches = None if num_batches is None else int(num_batches)
         self.seed, self.epoch = (None if seed is None else int(seed)), 0
         self._images = ImagesByClass(self.counts)
         self.log_l = torch.full((self.num_classes,), -math.inf, dtype=torch.float64)
+        self._updates = 0  # updates since the epoch began
+        self._recent: list[torch.Tensor] = []  # log L̃ before each of the last (up to lag) updates, oldest first
 
     @property
     def weights(self) -> torch.Tensor:
@@ -197,10 +204,19 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
                 f"TiltedClassSampler.update: class {c} is not a class of the training set "
                 f"(present: {torch.nonzero(self.present).flatten().tolist()}); it is never drawn"
             )
-        self.log_l = tilted_class_update(self.log_l, c, loss, t, gamma)
+        previous, self.log_l = self.log_l, tilted_class_update(self.log_l, c, loss, t, gamma)
+        self._updates += 1
+        self._recent = [*self._recent, previous][-self.lag :] if self.lag else []
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        if int(epoch) != self.epoch:
+            self.epoch, self._updates, self._recent = int(epoch), 0, []
+
+    def weights_for_step(self, k: int) -> torch.Tensor:
+        """The class weights that step k of the epoch is drawn from: w after the epoch's first max(0, k − lag)
+        updates (the latest known, if the DataLoader asks earlier than the rule expects)."""
+        behind = min(self._updates - min(max(0, k - self.lag), self._updates), len(self._recent))
+        return tilted_class_weights(self._recent[-behind] if behind else self.log_l, self.present)
 
     def generator(self) -> torch.Generator:
         """The generator of this epoch's stream (identical on every rank)."""
@@ -219,17 +235,24 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         return max(1, self.num_images // (self._batch_size() * self.num_replicas))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return self.iterate(0)
+
+    def iterate(self, skip: int = 0) -> Iterator[list[tuple[int, int]]]:
+        """The epoch's batches from step `skip` on (the stream of the steps before is drawn and dropped)."""
         size, replicas, rank = self._batch_size(), self.num_replicas, self.rank
         g = self.generator()
-        for _ in range(len(self)):
+        for k in range(len(self)):
             u = float(torch.rand((), generator=g, dtype=torch.float64))
-            c = sample_class(self.weights, u)  # the weights current now (line 3)
             pick = torch.rand(replicas * size, generator=g, dtype=torch.float64)[rank * size : (rank + 1) * size]
+            if k < skip:
+                continue
+            c = sample_class(self.weights_for_step(k), u)  # line 3
             images = self._images.draw(torch.full_like(pick, c, dtype=torch.long), pick)  # line 4
             yield [(index, c) for index in images.tolist()]
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "log_l": self.log_l.tolist()}
+        return {"seed": self.seed, "epoch": self.epoch, "log_l": self.log_l.tolist(), "updates": self._updates,
+                "recent": [v.tolist() for v in self._recent]}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         log_l = _check_log_l(torch.tensor(state["log_l"], dtype=torch.float64))
@@ -240,3 +263,5 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         self.seed = None if state["seed"] is None else int(state["seed"])
         self.epoch = int(state["epoch"])
         self.log_l = log_l
+        self._updates = int(state.get("updates", 0))
+        self._recent = [_check_log_l(torch.tensor(v, dtype=torch.float64)) for v in state.get("recent", [])]

@@ -1,0 +1,203 @@
+"""What a checkpoint holds beyond the weights, and how a run resumes exactly from any step.
+
+A run stopped at any optimisation step - a step-interval `last.ckpt`, the checkpoint written on
+SIGTERM or an exception (`tailseg.callbacks.PreemptionCheckpoint`), or any other checkpoint - and
+resumed with `tailseg fit ... --ckpt_path PATH` reaches the weights of the uninterrupted run bit for
+bit on the CPU (on GPUs, up to the non-determinism of the kernels). A tailseg checkpoint is
+Lightning's, and this is all it holds:
+
+| part of the checkpoint | written by | what |
+| --- | --- | --- |
+| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
+| `optimizer_states`, `lr_schedulers` | Lightning | SGD momentum, position of the poly schedule |
+| `loops` | Lightning | epoch, global step, batches done in the epoch |
+| `SegmentationDataModule` | the DataModule | the **training stream** below |
+| `callbacks` | Lightning | `ModelCheckpoint`'s bookkeeping |
+| `class_frequency` | the model | the training set's class pixel shares, for the reports of later evaluations |
+| `hyper_parameters` | Lightning | the model's constructor arguments |
+
+The training stream (`TrainingStream.state_dict`, kept by the DataModule) is the one home of everything
+that decides what the rest of the run draws:
+
+- `epoch`, `position`: the epoch and how many of its batches were trained on (Lightning's own batch
+  progress at the time of saving, so a checkpoint written while a step failed counts that step as
+  not done);
+- `sampler`: the sampler's state - seed, epoch and the feedback it received: the performance-aware
+  sampler's IoU (`tailseg.sampling.PerformanceAwareSampler`), the tilted sampler's log L̃ and its last
+  few values (`tailseg.sampling.TiltedClassSampler`);
+- `rng`: Python's, NumPy's and torch's global random streams of the training process (dropout).
+
+Augmentations need no state: each crop's randomness is a pure function of (seed, epoch, rank,
+position) (`SeededKeys`). Callbacks hold no training state of their own.
+
+How the stream resumes: Lightning saves and restores a DataModule's `state_dict` / `load_state_dict`. On
+restore the sampler gets its state back and the epoch's sequence is drawn again from the same (seed,
+epoch, state); the batches already trained on are left out (skipped as keys, without loading an
+image), so the next batch is the one the uninterrupted run trained on next. A checkpoint written after
+an epoch's last batch resumes at the start of the next epoch. (Lightning also restores stateful
+training loaders, but only when it builds the loader after the restore; the poly schedule's
+`trainer.estimated_stepping_batches` builds it before, so the DataModule's hooks are the reliable
+place.)
+
+Limits:
+- Under DDP the checkpoint holds rank 0's state. Every rank draws from one global sequence, so the
+  draws resume exactly; the training confusion matrix of an epoch interrupted halfway restarts from
+  rank 0's part (the other ranks' part of the crops already seen is not counted in that epoch's IoU).
+- Metrics logged at the checkpoint's own step after it was written (e.g. the validation of that step)
+  are in the interrupted run's `metrics.csv` only: the resumed run continues with the next step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from itertools import islice
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+_SEED_RANGE = 2**31 - 2
+
+
+def rng_states() -> dict:
+    """The global random states of this process (Python, NumPy, torch CPU and CUDA), as tensors and plain
+    numbers so that `torch.load(weights_only=True)` can read a checkpoint that holds them."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` saved."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = states["numpy"]
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class SeededKeys(Sampler):
+    """Wraps a training sampler so that each draw carries its augmentation seed: (index, class_id, seed).
+
+    The seeds of an epoch come from a generator seeded with (seed, epoch, rank), one per position, so they
+    depend neither on the workers nor on torch's global random state. A batch sampler (`yields_batches =
+    True`, e.g. `TiltedClassSampler`) yields lists of such triples, the seeds of step k being the next
+    `len(batch)` draws of that generator. The epoch is the wrapped sampler's (Lightning calls `set_epoch`
+    on a batch sampler's inner `sampler` only).
+
+    `resume_at(epoch, batches)` makes the next iteration of that epoch leave out its first `batches`
+    batches (keys and seeds are drawn and dropped; no image is loaded).
+
+    Args:
+        sampler: The training sampler (yields indices or (index, class) pairs, or batches of pairs).
+        seed: Seed of the augmentation stream.
+        batch_size: Keys per batch (ignored for batch samplers, which make their own batches).
+    """
+
+    def __init__(self, sampler: Sampler, seed: int, batch_size: int = 1) -> None:
+        self.sampler, self.seed, self.batch_size = sampler, int(seed), int(batch_size)
+        self._epoch = 0
+        self._skip: tuple[int, int] | None = None
+
+    @property
+    def yields_batches(self) -> bool:
+        return bool(getattr(self.sampler, "yields_batches", False))
+
+    @property
+    def epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", self._epoch))
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def num_batches(self) -> int:
+        """Batches per epoch (the DataLoader drops an incomplete last batch)."""
+        return len(self.sampler) if self.yields_batches else len(self.sampler) // self.batch_size
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue epoch `epoch` after its first `batches` batches; after all of them, start epoch `epoch + 1`."""
+        if batches >= self.num_batches():
+            self.set_epoch(epoch + 1)
+            self._skip = None
+        else:
+            self.set_epoch(epoch)
+            self._skip = (int(epoch), int(batches))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def _generator(self) -> torch.Generator:
+        rank = int(getattr(self.sampler, "rank", 0))
+        return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + rank) % 2**63)
+
+    def __iter__(self) -> Iterator:
+        skip = 0
+        if self._skip is not None:
+            skip = self._skip[1] if self._skip[0] == self.epoch else 0
+            self._skip = None
+        g = self._generator()
+        if self.yields_batches:
+            size = int(self.sampler.batch_size)
+            for _ in range(skip):
+                torch.randint(0, _SEED_RANGE, (size,), generator=g)
+            for batch in self.sampler.iterate(skip):
+                seeds = torch.randint(0, _SEED_RANGE, (len(batch),), generator=g).tolist()
+                yield [(int(index), int(focus), seed) for (index, focus), seed in zip(batch, seeds, strict=True)]
+            return
+        seeds = torch.randint(0, _SEED_RANGE, (len(self.sampler),), generator=g).tolist()
+        for key, seed in islice(zip(self.sampler, seeds, strict=False), skip * self.batch_size, None):
+            index, focus = (key[0], key[1]) if isinstance(key, (tuple, list)) else (key, -1)
+            yield int(index), int(focus), seed
+
+
+class TrainingStream:
+    """The state of a run that is not weights: the seeded training sampler and the random streams.
+
+    The DataModule owns one (`SegmentationDataModule.stream`, built when fitting starts) and hands its
+    `state_dict` to Lightning, which keeps it in every checkpoint (under the DataModule's class name) and
+    returns it to `load_state_dict` when a run resumes, before the first batch is drawn.
+
+    Args:
+        sampler: The training sampler.
+        seed: Seed of the augmentation stream.
+        batch_size: Crops per batch (per process).
+        progress: Returns how many batches of the current epoch were trained on (the DataModule passes
+            Lightning's batch progress); None counts 0, i.e. a checkpoint restarts its epoch.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int, batch_size: int, progress: Callable[[], int] | None = None) -> None:
+        self.sampler, self.progress = sampler, progress
+        self.keys = SeededKeys(sampler, seed, batch_size)
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.keys.epoch,
+            "position": int(self.progress()) if self.progress is not None else 0,
+            "sampler": self.sampler.state_dict(),
+            "rng": rng_states(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.keys.resume_at(int(state["epoch"]), int(state["position"]))
+        set_rng_states(state["rng"])

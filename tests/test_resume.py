@@ -1,0 +1,147 @@
+"""Exact resume from any step: a run stopped at step k and resumed with --ckpt_path ends with the weights,
+optimizer, sampler / tilt state and logged metrics of the uninterrupted run, bit for bit on the CPU.
+
+Every case trains 10 steps (8 images, batch 2: 4 steps an epoch, so the run ends inside epoch 2) through
+the real CLI, saving a checkpoint after every step, and resumes from a step inside an epoch and from an
+epoch's last step (written before that epoch's end, i.e. before its training IoU reached the end-of-epoch
+hooks), for the uniform, the performance-aware (with ClassIoUFeedback) and the tilted class sampler
+(Stochastic TCE), with 0, 1 and 2 loader workers. The stop itself is also exercised: an exception inside a
+step and SIGTERM, both caught by `PreemptionCheckpoint`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import tiny_synthetic_args
+from tailseg.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {name: ROOT / "experiments" / "synthetic" / f"{name}.yaml" for name in ("base", "base_plus", "stce")}
+STEPS = 10
+
+
+class FailAtStep(pl.Callback):
+    """Raises inside the training step of global step `step` (after the forward pass has begun)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated failure at step {self.step}")
+
+
+class TermAtStep(pl.Callback):
+    """Sends this process SIGTERM during step `step`, as a cluster pre-empting the job would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _fit(config: str, root: Path, workers: int, *extra: str) -> None:
+    main(["fit", "--config", str(CONFIGS[config]), *tiny_synthetic_args(), "--data.num_workers", str(workers),
+          "--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1", "--trainer.check_val_every_n_epoch", "1",
+          "--trainer.log_every_n_steps", "1", "--trainer.deterministic", "true", "--trainer.enable_progress_bar",
+          "false", "--trainer.default_root_dir", str(root),
+          "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
+          "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}",
+          "--trainer.callbacks+=tailseg.callbacks.PreemptionCheckpoint", *extra])  # fmt: skip
+
+
+def _checkpoint(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step={step}.ckpt"
+
+
+def _final_state(run: Path) -> dict:
+    ckpt = torch.load(_checkpoint(run, STEPS), map_location="cpu", weights_only=False)
+    return {"weights": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"][0]["state"],
+            "stream": ckpt["SegmentationDataModule"]["stream"]["sampler"]}  # fmt: skip
+
+
+def _metrics_after(run: Path, step: int) -> list[dict]:
+    """Logged rows of steps after `step`, without empty cells (the two runs log the same keys)."""
+    with open(run / "metrics.csv") as f:
+        rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    return [row for row in rows if int(row["step"]) > step]
+
+
+def _assert_same_run(full: Path, resumed: Path, step: int) -> None:
+    a, b = _final_state(full), _final_state(resumed)
+    assert a["weights"].keys() == b["weights"].keys()
+    different = [k for k in a["weights"] if not torch.equal(a["weights"][k], b["weights"][k])]
+    assert not different, f"tensors differ after resuming from step {step}: {different[:5]}"
+    assert all(torch.equal(a["optimizer"][i]["momentum_buffer"], b["optimizer"][i]["momentum_buffer"])
+               for i in a["optimizer"])  # fmt: skip
+    assert json.dumps(a["stream"]) == json.dumps(b["stream"])  # sampler state: seed, epoch, IoU or log L̃ (NaN-safe)
+    assert _metrics_after(full, step) == _metrics_after(resumed, step) != []
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1, 2], ids=lambda w: f"{w}-workers")
+@pytest.mark.parametrize("config", ["base", "base_plus", "stce"])
+def test_resume_from_any_step_reaches_the_uninterrupted_run(config, workers, tmp_path, one_thread):
+    _fit(config, tmp_path / "full", workers)
+    full = tmp_path / "full" / "version_0"
+    assert (full / "checkpoints" / f"step={STEPS}.ckpt").is_file()
+    # step 6: inside epoch 1; step 4: epoch 0's last step, saved before that epoch's end-of-epoch hooks
+    for version, step in enumerate((6, 4), start=1):
+        _fit(config, tmp_path / "full", workers, "--ckpt_path", str(_checkpoint(full, step)))
+        _assert_same_run(full, tmp_path / "full" / f"version_{version}", step)
+
+
+def test_the_stream_state_names_the_position_in_the_epoch(tmp_path, one_thread):
+    _fit("base_plus", tmp_path, 0, "--trainer.max_steps", "6")
+    state = torch.load(_checkpoint(tmp_path / "version_0", 6), map_location="cpu", weights_only=False)
+    stream = state["SegmentationDataModule"]["stream"]
+    assert (stream["epoch"], stream["position"]) == (1, 2)  # 4 steps an epoch: 2 steps into epoch 1
+    assert set(stream) == {"epoch", "position", "sampler", "rng"}
+    assert len(stream["sampler"]["iou"]) == 19 and stream["sampler"]["drawn"]["epoch"] == 1
+    assert "iou.train_iou.confusion" in state["state_dict"]  # the epoch's training confusion so far
+    assert int(state["state_dict"]["iou.train_iou.confusion"].sum()) > 0
+
+
+@pytest.mark.slow
+def test_an_exception_inside_a_step_leaves_a_checkpoint_that_resumes_exactly(tmp_path, one_thread):
+    _fit("base_plus", tmp_path / "full", 0)
+    with pytest.raises(RuntimeError, match="simulated failure at step 5"):
+        _fit("base_plus", tmp_path / "part", 0, "--trainer.callbacks+=test_resume.FailAtStep",
+             "--trainer.callbacks.step", "5")  # fmt: skip
+    last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5  # step 5 not done
+    _fit("base_plus", tmp_path / "part", 0, "--ckpt_path", str(last))
+    _assert_same_run(tmp_path / "full" / "version_0", tmp_path / "part" / "version_1", 5)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_step_and_resumes_exactly(tmp_path, one_thread):
+    _fit("stce", tmp_path / "full", 0)
+    with pytest.raises(BaseException) as stopped:  # Lightning's SIGTERMException
+        _fit("stce", tmp_path / "part", 0, "--trainer.callbacks+=test_resume.TermAtStep",
+             "--trainer.callbacks.step", "5")  # fmt: skip
+    assert type(stopped.value).__name__ == "SIGTERMException"
+    last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6  # step 5 was finished
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _fit("stce", tmp_path / "part", 0, "--ckpt_path", str(last))
+    _assert_same_run(tmp_path / "full" / "version_0", tmp_path / "part" / "version_1", 6)
