@@ -57,8 +57,7 @@ def _fit(config: str, root: Path, workers: int, *extra: str) -> None:
           "--trainer.log_every_n_steps", "1", "--trainer.deterministic", "true", "--trainer.enable_progress_bar",
           "false", "--trainer.default_root_dir", str(root),
           "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
-          "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}",
-          "--trainer.callbacks+=tailseg.callbacks.PreemptionCheckpoint", *extra])  # fmt: skip
+          "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}", *extra])  # fmt: skip
 
 
 def _checkpoint(run: Path, step: int) -> Path:
@@ -122,15 +121,17 @@ def test_the_stream_state_names_the_position_in_the_epoch(tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_an_exception_inside_a_step_leaves_a_checkpoint_that_resumes_exactly(tmp_path, one_thread):
+@pytest.mark.parametrize("step", [3, 5], ids=["last-step-of-an-epoch", "inside-an-epoch"])
+def test_an_exception_inside_a_step_leaves_a_checkpoint_that_resumes_exactly(step, tmp_path, one_thread):
+    """Step 3 is epoch 0's last: it fails before its training IoU is fed to the sampler."""
     _fit("base_plus", tmp_path / "full", 0)
-    with pytest.raises(RuntimeError, match="simulated failure at step 5"):
+    with pytest.raises(RuntimeError, match=f"simulated failure at step {step}"):
         _fit("base_plus", tmp_path / "part", 0, "--trainer.callbacks+=test_resume.FailAtStep",
-             "--trainer.callbacks.step", "5")  # fmt: skip
+             "--trainer.callbacks.step", str(step))  # fmt: skip
     last = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5  # step 5 not done
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == step  # not done
     _fit("base_plus", tmp_path / "part", 0, "--ckpt_path", str(last))
-    _assert_same_run(tmp_path / "full" / "version_0", tmp_path / "part" / "version_1", 5)
+    _assert_same_run(tmp_path / "full" / "version_0", tmp_path / "part" / "version_1", step)
 
 
 @pytest.mark.slow

@@ -6,6 +6,13 @@
     tailseg describe --config experiments/synthetic/base.yaml
     tailseg compare runs/synthetic/base runs/synthetic/lmp --sort frequency
 
+Long runs (`tailseg.resume`, `experiments/README.md`): `fit` always ends with the final weights in a
+checkpoint (`checkpoints/last.ckpt`, or the file `ModelCheckpoint` saved at the final step) and a
+report.json of exactly those weights (`ReportWriter.finish_fit`), writes `last.ckpt` on SIGTERM or an
+exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newest checkpoint under
+`trainer.default_root_dir` (starting afresh when there is none). `validate`,
+`test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
+
 Run directories: unless the config sets `trainer.logger`, each run gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
 logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`. W&B mode comes from
@@ -17,31 +24,141 @@ official format (`tailseg.callbacks.predictions.PredictionWriter`; Cityscapes la
 ADE20K ids + 1) and makes `predict` keep nothing in memory (`return_predictions` defaults to false then).
 `--predict_color true` adds `<name>_color.png` pictures beside them, `--predict_color_dir DIR2` puts them
 in DIR2 instead (for Cityscapes, keep them out of a folder that the official evaluator is to scan).
+
+Help: `tailseg --help` lists every subcommand with one line each (`SUBCOMMANDS`); `tailseg` alone prints
+the same to stderr and exits with status 2; `tailseg <subcommand> --help` lists that subcommand's options.
+
+Configuration errors: on the command line (the console script and `python -m tailseg`), a config that
+cannot be parsed (a wrong type, an unknown key, a missing config file) or that a class rejects while it
+is being built (e.g. `--data.batch_size 0`: a ValueError, TypeError or Lightning's
+MisconfigurationException raised while the model, the data or the trainer is instantiated) is reported
+as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit status is 2. Errors raised
+once the run has started (during `fit`, `validate`, ...) keep their traceback. Set `TAILSEG_TRACEBACK=1`
+to get jsonargparse's full message and the full traceback instead. `main(args)` called from Python with
+an explicit list behaves as LightningCLI does: the exceptions propagate.
+
+Config files with the logger off: with a logger (the default), each run writes its resolved config to
+its own `version_<N>/config.yaml`, never over another run's. With `--trainer.logger false` there is no
+run directory and the config goes to `<trainer.default_root_dir>` (the working directory without one):
+`fit` writes `config.yaml` there and, as before, refuses to replace an earlier fit's (its checkpoints
+are in that folder too); `validate`, `test` and `predict` write `config.<subcommand>.yaml` instead,
+replaced by the next run of the same subcommand like the `report.json` beside it, so evaluations run
+one after another in one folder do not stop on each other's files nor touch a training config.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
+from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from tailseg.callbacks import ReportWriter
+from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter
 from tailseg.callbacks.wandb_media import WandbMedia
 from tailseg.data import SegmentationDataModule
 from tailseg.model import SegmentationModel
 
+#: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
+SUBCOMMANDS = {
+    "fit": "train a model; each run gets a fresh <trainer.default_root_dir>/version_<N>/",
+    "validate": "evaluate a model (--ckpt_path) on data.val and write report.json",
+    "test": "evaluate a model (--ckpt_path) on data.test and write report.json",
+    "predict": "run a model over data.predict (or data.val); --predict_dir writes one PNG per image",
+    "describe": "class pixel frequencies and image counts of a config's data sets",
+    "compare": "per-class IoU, gains and fairness tables of several runs (the papers' tables)",
+}
+
+#: Exceptions that, raised while the classes are built from the config, mean a wrong config value.
+CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
+
+#: Lines of jsonargparse's error messages that only repeat what the other lines say.
+_PARSE_NOISE = (
+    "Does not validate against any of the",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+)
+
+
+def usage() -> str:
+    """The text of `tailseg --help`: every subcommand with its one-line description."""
+    width = max(map(len, SUBCOMMANDS))
+    return "\n".join([
+        "usage: tailseg <subcommand> [options]",
+        "",
+        "subcommands:",
+        *(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()),
+        "",
+        "`tailseg <subcommand> --help` lists the options of one, e.g. `tailseg fit --help`.",
+        "TAILSEG_TRACEBACK=1 shows the full message and traceback of configuration errors.",
+    ])  # fmt: skip
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print `<prog>: error: <message>` on one line to stderr and exit with status 2 (a usage error)."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def short_error(message: str, options: Sequence[str] = ()) -> str:
+    """A parse or instantiation error on one line: the key and the innermost problem, with its value.
+
+    Args:
+        message: The exception's message; jsonargparse's list every alternative of a type on several lines.
+        options: The parser's option strings, to suggest the nearest for an unrecognized one.
+    """
+    parts = []
+    for line in message.splitlines():
+        text = line.strip().removeprefix("- ").strip()
+        if text and not text.startswith(_PARSE_NOISE):
+            parts.append(re.sub(r'^Parser key "([^"]+)":', r"\1:", text))
+    short = " ".join(parts) or message.strip()
+    short = re.sub(r"Expected an? <class '([\w.]+)'>\. Got value: ", r"expected \1, got ", short)
+    unknown = re.match(r"unrecognized arguments: (\S+)", short)
+    if unknown and (close := difflib.get_close_matches(unknown[1].split("=")[0], options, n=1)):
+        short += f" (did you mean {close[0]}?)"
+    return short
+
 
 class TailsegCLI(LightningCLI):
-    """LightningCLI with the DataModule's classes linked into the model, run directories and reports."""
+    """LightningCLI with the DataModule's classes linked into the model, run directories and reports.
 
-    def __init__(self, *args, **kwargs) -> None:
+    Args:
+        *args, **kwargs: As `LightningCLI`, without the model and datamodule classes.
+        short_errors: Report configuration errors as one line and exit with status 2 (see the module docs)
+            instead of jsonargparse's usage message and the exception's traceback.
+    """
+
+    def __init__(self, *args, short_errors: bool = False, **kwargs) -> None:
+        self.short_errors = short_errors
         kwargs.setdefault("save_config_callback", ReportWriter)
         kwargs.setdefault("auto_configure_optimizers", False)
-        super().__init__(SegmentationModel, SegmentationDataModule, *args, **kwargs)
+        kwargs["parser_kwargs"] = {
+            "prog": "tailseg",
+            "exit_on_error": not short_errors,
+            **kwargs.get("parser_kwargs", {}),
+        }
+        try:
+            super().__init__(SegmentationModel, SegmentationDataModule, *args, **kwargs)
+        except ArgumentError as error:  # jsonargparse raises it instead of exiting with short_errors
+            if not short_errors:
+                raise
+            argv = sys.argv[1:] if kwargs.get("args") is None else list(kwargs["args"])
+            subcommand = next((a for a in argv if a in self.subcommands()), None)
+            options = list(self._parser(subcommand)._option_string_actions) if hasattr(self, "parser") else []
+            fail(f"tailseg {subcommand}" if subcommand else "tailseg", short_error(str(error), options))
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index"):
@@ -66,8 +183,26 @@ class TailsegCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.save_config_kwargs["report_path"] = config.get("report_path")
+        if self.subcommand in ("validate", "test", "predict") and config.get("data.train") is not None:
+            # evaluation never reads the training set (the checkpoint brings what was learned from it)
+            config["data.train"] = None
+        if config.get("ckpt_path") == "last":
+            root = config.get("trainer.default_root_dir") or os.getcwd()
+            config["ckpt_path"] = latest_checkpoint(root)
+            print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
+        if self.subcommand in ("validate", "test", "predict") and config.get("trainer.logger") in (False, []):
+            # No run directory: one config per subcommand, replaced like report.json (see the module docs).
+            self.save_config_kwargs.update(config_filename=f"config.{self.subcommand}.yaml", overwrite=True)
         if self.subcommand == "predict" and config.get("predict_dir") and config.get("return_predictions") is None:
             config["return_predictions"] = False  # the writer has them; holding every map could exhaust memory
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except CONFIG_ERRORS as error:
+            if not self.short_errors:
+                raise
+            fail(f"tailseg {self.subcommand}" if self.subcommand else "tailseg", short_error(str(error)))
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
@@ -79,11 +214,21 @@ class TailsegCLI(LightningCLI):
         writer = self.prediction_writer()
         if writer is not None:
             extra.append(writer)
+        if self.subcommand == "fit" and not config.get("fast_dev_run"):
+            extra.append(PreemptionCheckpoint())  # last.ckpt on SIGTERM or an exception
         if extra:
             callbacks = kwargs.get("callbacks", config.get("callbacks"))
             callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
             kwargs["callbacks"] = [*callbacks, *extra]
         return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        """The end of fit is the final model: `ReportWriter.finish_fit` saves and, if needed, validates it."""
+        if self.trainer.fast_dev_run:
+            return
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ReportWriter):
+                callback.finish_fit(self.trainer, self.model)
 
     def prediction_writer(self) -> PredictionWriter | None:
         """The `PredictionWriter` that `--predict_dir` asks for (None without it)."""
@@ -93,6 +238,13 @@ class TailsegCLI(LightningCLI):
         return PredictionWriter(
             config["predict_dir"], color=bool(config.get("predict_color")), color_dir=config.get("predict_color_dir")
         )
+
+
+def latest_checkpoint(root: str) -> str | None:
+    """The newest checkpoint (by modification time) of the runs under `root`: `root/version_*/checkpoints/*.ckpt`
+    (runs with the default loggers) or `root/checkpoints/*.ckpt` (the logger off); None if there is none."""
+    found = [*Path(root).glob("version_*/checkpoints/*.ckpt"), *Path(root).glob("checkpoints/*.ckpt")]
+    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
 def default_loggers(root: str) -> list:
@@ -113,19 +265,36 @@ def default_loggers(root: str) -> list:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `tailseg` console script and `python -m tailseg`."""
+    """Entry point of the `tailseg` console script and `python -m tailseg`.
+
+    Args:
+        args: The command line after `tailseg`. None (the console script) reads `sys.argv` and reports
+            configuration errors as one line (unless `TAILSEG_TRACEBACK` is set); a list, from Python,
+            lets them propagate as exceptions.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] == "describe":
+    if not argv:
+        print(usage(), file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        fail("tailseg", f"unknown subcommand {argv[0]!r} (choose from {', '.join(SUBCOMMANDS)}; see tailseg --help)")
+    if argv[0] == "describe":
         from tailseg.describe import describe_main
 
         describe_main(argv[1:])
         return
-    if argv and argv[0] == "compare":
+    if argv[0] == "compare":
         from tailseg.compare import compare_main
 
         compare_main(argv[1:])
         return
-    TailsegCLI(args=argv)
+    if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
+        TailsegCLI(short_errors=os.environ.get("TAILSEG_TRACEBACK", "") in ("", "0"))
+    else:
+        TailsegCLI(args=argv)
 
 
 if __name__ == "__main__":

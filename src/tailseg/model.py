@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
 
 from tailseg.inference import Tiling
 from tailseg.losses import CrossEntropy
@@ -35,6 +36,13 @@ from tailseg.metrics import ClassIoU
 from tailseg.optim import PolyLR
 
 STAGES = ("train", "val", "test")
+
+
+def _zero_train_iou(state_dict: dict) -> None:
+    """Empty the training IoU's persistent state (confusion matrix, image count) in a checkpoint's state_dict."""
+    for key in ("iou.train_iou.confusion", "iou.train_iou.num_images"):
+        if key in state_dict:
+            state_dict[key] = torch.zeros_like(state_dict[key])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,7 +120,13 @@ class SegmentationModel(pl.LightningModule):
         self.iou["train_iou"].persistent(True)  # the epoch's confusion so far travels in checkpoints
         self.latest_iou: dict[str, torch.Tensor] = {}
         self.latest_iou_step: dict[str, int] = {}  # the global step each latest IoU was measured at
+        self.latest_num_images: dict[str, int] = {}  # how many images each latest IoU covers (all ranks)
         self.class_frequency: list[float] | None = None  # training pixel share per class (for reports)
+        self.class_frequency_source: str | None = None  # "training set" or "checkpoint"
+        self.checkpoint_step: int | None = None  # the global step of the checkpoint loaded, if any
+        # val/test loss: a mean over images that torchmetrics syncs over the ranks (Lightning's own mean of
+        # logged values would weigh ranks with fewer images like the others)
+        self.eval_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -127,6 +141,7 @@ class SegmentationModel(pl.LightningModule):
         if callable(setter):
             setter(torch.as_tensor(datamodule.class_pixel_counts))
         self.class_frequency = [float(f) for f in datamodule.class_frequency]
+        self.class_frequency_source = "training set"
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
@@ -147,7 +162,9 @@ class SegmentationModel(pl.LightningModule):
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self.predict_logits(batch["image"])
         self.iou[f"{stage}_iou"].update(logits.argmax(1), batch["mask"])
-        self.log(f"{stage}/loss", self.loss(logits, batch["mask"]), batch_size=len(logits), sync_dist=True)
+        loss = self.eval_loss[f"{stage}_loss"]
+        loss.update(self.loss(logits, batch["mask"]), weight=len(logits))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -163,12 +180,14 @@ class SegmentationModel(pl.LightningModule):
         return self.iou[f"{stage}_iou"].compute()
 
     def _log_iou(self, stage: str) -> None:
-        iou = self.iou[f"{stage}_iou"].compute()
-        self.iou[f"{stage}_iou"].reset()
+        metric = self.iou[f"{stage}_iou"]
+        iou, images = metric.compute(), metric.total_images()
+        metric.reset()
         if self.trainer.sanity_checking:
             return
         self.latest_iou[stage] = iou.detach().cpu()
         self.latest_iou_step[stage] = int(self.global_step)
+        self.latest_num_images[stage] = images
         self.log(f"{stage}/miou", torch.nanmean(iou).float(), prog_bar=stage != "train")
         for name, value in zip(self.class_names, iou.float(), strict=True):
             self.log(f"{stage}/iou/{name}", value)
@@ -191,11 +210,12 @@ class SegmentationModel(pl.LightningModule):
         if trainer is not None and trainer.training:
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if done >= trainer.num_training_batches:  # the epoch's IoU is complete: a resumed run starts the next
-                key = "iou.train_iou.confusion"
-                checkpoint["state_dict"][key] = torch.zeros_like(checkpoint["state_dict"][key])
+                _zero_train_iou(checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.class_frequency = checkpoint.get("class_frequency")
+        self.checkpoint_step = checkpoint.get("global_step")
+        if self.class_frequency is None and checkpoint.get("class_frequency") is not None:
+            self.class_frequency, self.class_frequency_source = checkpoint["class_frequency"], "checkpoint"
         state = checkpoint.get("state_dict", {})
         # Buffers that are None until set from the class statistics (the loss's class weights) take the
         # checkpoint's values, so the weights load without the training set.
@@ -205,9 +225,8 @@ class SegmentationModel(pl.LightningModule):
                 if buffer is None and key in state:
                     setattr(module, name, state[key].clone())
         # Under DDP the checkpoint holds rank 0's partial training confusion matrix: only rank 0 keeps it.
-        key = "iou.train_iou.confusion"
-        if key in state and self._trainer is not None and self.trainer.world_size > 1 and self.global_rank != 0:
-            state[key] = torch.zeros_like(state[key])
+        if self._trainer is not None and self.trainer.world_size > 1 and self.global_rank != 0:
+            _zero_train_iou(state)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

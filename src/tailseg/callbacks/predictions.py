@@ -17,8 +17,8 @@ Distributed runs: every rank writes the images of its own batches. `Segmentation
 loader is sharded (`tailseg.data.shards.EvalShard`: each image on exactly one rank, whatever
 `trainer.use_distributed_sampler` says), and so is any loader with a `DistributedSampler`. When the
 predict loader is not sharded across ranks (another DataModule, with `use_distributed_sampler: false`),
-all ranks see every image and only global rank 0 writes. Files are written to a temporary name and renamed into place, so a reader
-never sees half a file.
+all ranks see every image and only global rank 0 writes. Files are written to a temporary name and
+renamed into place, so a reader never sees half a file.
 
 Cityscapes: the official `csEvalPixelLevelSemanticLabeling` matches every `<city>_<seq>_<frame>*.png`
 below `CITYSCAPES_RESULTS`, so colour pictures in the same folder make it stop with "Found multiple

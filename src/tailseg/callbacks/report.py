@@ -2,7 +2,16 @@
 
 It is the CLI's config-saving callback (a `SaveConfigCallback`): the resolved config goes to
 `<run dir>/config.yaml` when a run starts (never over an earlier run's), and after `validate`,
-`test` and at the end of `fit` (from the last validation) `<run dir>/report.json` holds:
+`test` and at the end of `fit` `<run dir>/report.json` holds the numbers of one set of weights.
+
+The end of `fit` is the final model (`finish_fit`, called by `tailseg fit` once training has
+stopped): the final weights are saved as `<run dir>/checkpoints/last.ckpt` unless `ModelCheckpoint`
+has just saved them (then that file is the final checkpoint: no second copy); if the last validation did not run at the final step (e.g.
+`check_val_every_n_epoch` does not divide the run, or it never validated), one more runs on the
+final weights; and the report names that checkpoint and step. Without a validation set the report
+still names the final checkpoint, with null metrics.
+
+The report:
 
 - `stage`: "validate", "test" or "fit";
 - `per_class_iou`: {class name: IoU in %}, null for classes absent from truth and prediction;
@@ -11,9 +20,14 @@ It is the CLI's config-saving callback (a `SaveConfigCallback`): the resolved co
 - `fairness`: the TCE paper's fairness criteria of the per-class IoU in % (`fairness_report`:
   miou, worst, std, sorted_bottom / sorted_top of the 25% lowest / highest classes, p25 / p75
   thresholds and the mIoU of the classes beyond them), sorted by the model's own IoU;
-- `class_frequency`: {class name: share of the labelled training pixels};
-- `config`: the resolved config; `checkpoint`: the checkpoint evaluated (fit: the last one
-  saved); `run_dir`, `epoch`, `global_step`.
+- `class_frequency`: {class name: share of the labelled training pixels}, and
+  `class_frequency_source`: "training set" (read from the training masks) or "checkpoint" (stored in
+  the checkpoint when it was trained: evaluation does not need the training set);
+- `num_images`: how many images the metrics cover (summed over DDP ranks; each image is evaluated
+  on exactly one rank);
+- `config`: the resolved config; `checkpoint`: the checkpoint whose weights the numbers belong to
+  (fit: the final one); `run_dir`, `epoch`; `global_step`: the training step of those weights (for
+  `validate` and `test` the checkpoint's, null without one).
 
 `--report_path PATH` writes the same report to PATH as well. The per-class table is printed.
 """
@@ -27,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from tailseg.metrics import fairness_report, summarize_iou
@@ -70,49 +85,78 @@ class ReportWriter(SaveConfigCallback):
     def __init__(self, *args, report_path: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.report_path = report_path
+        self._quiet = False  # True during the final validation of fit, whose report `finish_fit` writes
 
     def build_report(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, log_dir: str | None
-    ) -> dict | None:
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        stage: str,
+        log_dir: str | None,
+        checkpoint: str | None = None,
+    ) -> dict:
         key = "test" if stage == "test" else "val"
         iou = pl_module.latest_iou.get(key)
-        if iou is None:
-            return None
-        values = iou.double().numpy()
-        summary = summarize_iou(values)
-        percent = values * 100.0
-        fairness = fairness_report(percent) if (~np.isnan(percent)).any() else None
-        datamodule = getattr(trainer, "datamodule", None)
-        frequency = None
-        if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
-            frequency = dict(zip(pl_module.class_names, datamodule.class_frequency.tolist(), strict=True))
-        if stage == "fit":
-            callback = trainer.checkpoint_callback
-            checkpoint = (callback.last_model_path or callback.best_model_path) if callback is not None else None
-        else:
-            checkpoint = trainer.ckpt_path
+        values = iou.double().numpy() if iou is not None else None
+        summary = summarize_iou(values) if values is not None else {"miou": None, "worst": None, "std": None}
+        percent = values * 100.0 if values is not None else None
+        fairness = fairness_report(percent) if percent is not None and (~np.isnan(percent)).any() else None
+        frequency = getattr(pl_module, "class_frequency", None)
         return {
             "stage": stage,
-            "per_class_iou": {n: _percent(v) for n, v in zip(pl_module.class_names, values, strict=True)},
+            "per_class_iou": None
+            if values is None
+            else {n: _percent(v) for n, v in zip(pl_module.class_names, values, strict=True)},
             "miou": _percent(summary["miou"]),
             "worst": _percent(summary["worst"]),
             "std": _percent(summary["std"]),
             "fairness": None if fairness is None else {k: _rounded(v) for k, v in fairness.items()},
-            "class_frequency": frequency,
+            "num_images": pl_module.latest_num_images.get(key) if values is not None else None,
+            "class_frequency": None if frequency is None else dict(zip(pl_module.class_names, frequency, strict=True)),
+            "class_frequency_source": getattr(pl_module, "class_frequency_source", None) if frequency else None,
             "config": json.loads(self.parser.dump(self.config, format="json", skip_none=False)),
             "checkpoint": str(checkpoint) if checkpoint else None,
             "run_dir": log_dir,
             "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step,
+            "global_step": trainer.global_step if stage == "fit" else getattr(pl_module, "checkpoint_step", None),
         }
 
-    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    @staticmethod
+    def final_checkpoint(trainer: pl.Trainer) -> str:
+        """The checkpoint of the final weights: the one `ModelCheckpoint` wrote at the final step (its `last.ckpt`,
+        or without a monitored metric its newest file), else a new `<checkpoint dir>/last.ckpt`. Every rank must
+        call this."""
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint) and callback._last_global_step_saved == trainer.global_step:
+            newest = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
+            if newest and Path(newest).is_file():
+                return newest
+        folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+        path = Path(folder) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        return str(path)
+
+    def finish_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The end of `fit` (see the module docs): save the final weights, validate them if the last validation
+        was at another step, and write the report. Every rank must call this."""
+        if trainer.interrupted:
+            return  # stopped by an exception or a signal: PreemptionCheckpoint has saved the state
+        checkpoint = self.final_checkpoint(trainer)
+        datamodule = getattr(trainer, "datamodule", None)
+        has_val = getattr(datamodule, "val_set", None) is not None and trainer.limit_val_batches != 0
+        if has_val and pl_module.latest_iou_step.get("val") != trainer.global_step:
+            self._quiet = True
+            try:
+                trainer.validate(pl_module, datamodule=datamodule, verbose=False)
+            finally:
+                self._quiet = False
+        self.write(trainer, pl_module, "fit", checkpoint)
+
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, checkpoint: str | None) -> None:
         log_dir = trainer.log_dir  # a broadcast: every rank must take part, only rank zero writes
         if not trainer.is_global_zero:
             return
-        report = self.build_report(trainer, pl_module, stage, log_dir)
-        if report is None:
-            return
+        report = self.build_report(trainer, pl_module, stage, log_dir, checkpoint)
         targets = [Path(log_dir) / "report.json"] if log_dir else []
         if self.report_path:
             targets.append(Path(self.report_path))
@@ -122,14 +166,12 @@ class ReportWriter(SaveConfigCallback):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(text + "\n")
             os.replace(tmp, path)
-        print(f"\n{format_iou_table(report)}\nreport: {', '.join(map(str, targets))}")
+        table = format_iou_table(report) if report["per_class_iou"] is not None else "no validation data: no metrics"
+        print(f"\n{table}\nreport: {', '.join(map(str, targets))}")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "validate":
-            self.write(trainer, pl_module, "validate")
+        if trainer.state.fn == "validate" and not self._quiet:
+            self.write(trainer, pl_module, "validate", trainer.ckpt_path)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write(trainer, pl_module, "test")
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write(trainer, pl_module, "fit")
+        self.write(trainer, pl_module, "test", trainer.ckpt_path)

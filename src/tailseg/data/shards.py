@@ -13,7 +13,10 @@ at epoch end, and `self.log(...)` in `validation_step` / `test_step` (on_epoch b
 locally and syncs only when the epoch's value is computed. A repeated image would be counted twice, so its
 pixels would weigh double in the TP / FP / FN of its classes: a bias on the per-class IoU that hurts rare
 classes most (the one duplicated image may hold most of a class's pixels). So the shards differ in size by
-at most one image and ranks may run one batch more or fewer than each other.
+at most one image and ranks may run one batch more or fewer than each other. (A mean logged with
+`self.log(..., batch_size=B, sync_dist=True)` would not be exact then: Lightning 2.6 averages the integer
+image count over ranks and truncates it. The model's val/test loss is therefore a torchmetrics `MeanMetric`
+weighted by B, which is exact.)
 
 Strided, not contiguous: rank r takes images r, r + R, r + 2R, ... Both layouts give sizes that differ by
 at most one, but data sets are listed by folder (Cityscapes by city, ADE20K by scene), so image size and
@@ -27,8 +30,10 @@ a `DistributedSamplerWrapper` (validation, test) or `UnrepeatedDistributedSample
 shard the shards, losing images. None of `DistributedSampler`'s padding or shuffling is used.
 
 A rank with no image at all cannot take part in evaluation: Lightning raises on that rank only
-("has zero length") or skips its loop, and the other ranks then wait forever in the epoch-end sync. So
-`EvalShard` refuses, on every rank alike, a non-empty set smaller than the number of ranks.
+("has zero length") or skips its loop, and the other ranks then wait forever in the epoch-end sync (and,
+inside `fit`, in the buffer broadcast of the DDP wrapper's first forward after training). So `EvalShard`
+refuses, on every rank alike, a non-empty set smaller than the number of ranks. An empty set is allowed:
+every rank then skips the loop alike.
 """
 
 from __future__ import annotations
@@ -77,8 +82,8 @@ class EvalShard(DistributedSampler):
         if 0 < size < num_replicas:
             raise ValueError(
                 f"EvalShard: the {split} data set has {size} image(s) for {num_replicas} processes; every process "
-                f"needs at least one, and repeating images would bias the IoU. Use at most {size} devices "
-                f"(e.g. --trainer.devices {size}) or more {split} images"
+                f"needs at least one, and repeating images would bias the IoU. Run at most {size} processes "
+                f"(e.g. --trainer.devices {size}) or use more {split} images"
             )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         self.num_samples = len(range(rank, size, num_replicas))  # instead of DistributedSampler's padded count

@@ -1,0 +1,114 @@
+"""The `tailseg` command as people use it: its help, one-line configuration errors, and evaluations that
+run one after another in one folder with the logger off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_synthetic_args
+from tailseg.cli import SUBCOMMANDS, TailsegCLI, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC = str(ROOT / "experiments" / "synthetic" / "base.yaml")
+
+
+def tailseg(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run the real command line (`python -m tailseg ARGS`) in `cwd` with `env` added to the environment."""
+    environ = {key: value for key, value in os.environ.items() if key != "TAILSEG_TRACEBACK"}
+    return subprocess.run([sys.executable, "-m", "tailseg", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env={**environ, **env})  # fmt: skip
+
+
+def test_help_lists_every_subcommand(tmp_path, capsys):
+    assert set(TailsegCLI.subcommands()) | {"describe", "compare"} == set(SUBCOMMANDS)
+    result = tailseg("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed == list(SUBCOMMANDS)
+    main(["-h"])
+    assert capsys.readouterr().out.strip() == result.stdout.strip()
+
+    bare = tailseg(cwd=tmp_path)  # no subcommand: the same text, as a usage error
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert bare.stderr.strip() == result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["fit", "--help"], "--trainer.max_steps"),  # LightningCLI's own help
+        (["describe", "--help"], "tailseg describe"),
+        (["compare", "--help"], "--reference"),
+    ],
+)
+def test_each_subcommand_keeps_its_own_help(args, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None)
+    assert expected in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data.batch_size", "0"], ["batch_size", "0"]),  # SegmentationDataModule raises ValueError
+        (["--model.encoder_output_stride", "5"], ["encoder_output_stride", "5"]),  # SegmentationModel does
+        (["--data.train.init_args.num_images", "-3"], ["num_images", "-3"]),  # a data set, inside a Union type
+        (["--data.batch_size", "abc"], ["data.batch_size", "abc"]),  # a wrong type: a parse error
+        (["--data.batch_sise", "2"], ["--data.batch_sise", "did you mean --data.batch_size?"]),  # an unknown key
+        (["--model.loss", "tailseg.losses.Nope"], ["model.loss", "tailseg.losses.Nope"]),
+        (["--config", "missing.yaml"], ["config", "missing.yaml"]),
+    ],
+    ids=["batch_size_0", "output_stride_5", "num_images_-3", "batch_size_abc", "unknown_key", "loss_class",
+         "missing_config"],
+)  # fmt: skip
+def test_config_error_is_one_line(args, expected, tmp_path):
+    result = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--trainer.default_root_dir",
+                     str(tmp_path), *args, cwd=tmp_path)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) <= 3, result.stderr
+    assert lines[-1].startswith("tailseg fit: error: ") and all(text in lines[-1] for text in expected), lines[-1]
+    assert not (tmp_path / "version_0").exists()
+
+
+def test_unknown_subcommand_is_one_line(tmp_path):
+    result = tailseg("fitt", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "tailseg: error: unknown subcommand 'fitt' (choose from fit, validate, test, predict, describe, compare; "
+        "see tailseg --help)"
+    ]
+
+
+def test_traceback_on_request_and_for_errors_of_the_run(tmp_path):
+    shown = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--data.batch_size", "0", cwd=tmp_path,
+                    TAILSEG_TRACEBACK="1")  # fmt: skip
+    assert shown.returncode != 0 and "Traceback" in shown.stderr
+    assert "ValueError: SegmentationDataModule: batch_size must be >= 1, got 0" in shown.stderr
+
+    # A missing checkpoint is found once `validate` has started: the error keeps its traceback.
+    run = tailseg("validate", "--config", SYNTHETIC, *tiny_synthetic_args(), "--ckpt_path", "missing.ckpt",
+                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 1 and "Traceback" in run.stderr and "missing.ckpt" in run.stderr
+
+
+def test_evaluations_with_the_logger_off_share_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", SYNTHETIC, *tiny_synthetic_args(train=4), "--trainer.logger", "false",
+              "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    main(["fit", *common, "--trainer.max_steps", "2", "--trainer.check_val_every_n_epoch", "1"])
+    folder = tmp_path / "runs" / "synthetic" / "base"  # the config's trainer.default_root_dir
+    (ckpt,) = folder.glob("checkpoints/*.ckpt")  # the final weights, one file
+    fit_config = (folder / "config.yaml").read_text()
+
+    for subcommand in ("validate", "predict", "validate"):
+        main([subcommand, *common, "--ckpt_path", str(ckpt)])
+
+    assert (folder / "config.validate.yaml").is_file() and (folder / "config.predict.yaml").is_file()
+    assert (folder / "config.yaml").read_text() == fit_config  # the training config is left alone
+    assert "ckpt_path" in (folder / "config.predict.yaml").read_text()
