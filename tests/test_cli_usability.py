@@ -91,10 +91,17 @@ def test_traceback_on_request_and_for_errors_of_the_run(tmp_path):
     assert shown.returncode != 0 and "Traceback" in shown.stderr
     assert "ValueError: SegmentationDataModule: batch_size must be >= 1, got 0" in shown.stderr
 
-    # A missing checkpoint is found once `validate` has started: the error keeps its traceback.
-    run = tailseg("validate", "--config", SYNTHETIC, *tiny_synthetic_args(), "--ckpt_path", "missing.ckpt",
-                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
-    assert run.returncode == 1 and "Traceback" in run.stderr and "missing.ckpt" in run.stderr
+    # A missing checkpoint is a configuration error, named before anything runs.
+    missing = tailseg("validate", "--config", SYNTHETIC, *tiny_synthetic_args(), "--ckpt_path", "missing.ckpt",
+                      "--trainer.logger", "false", cwd=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == "tailseg validate: error: ckpt_path: missing.ckpt is not a file"
+
+    # An error of the run itself (a NaN loss at step 0) keeps its traceback.
+    run = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--model.loss", "test_cli.NaNLoss",
+                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+                  PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))  # fmt: skip
+    assert run.returncode == 1 and "Traceback" in run.stderr and "NonFiniteLossError" in run.stderr
 
 
 def test_evaluations_with_the_logger_off_share_a_folder(tmp_path, monkeypatch):

@@ -113,3 +113,10 @@ def test_model_checkpoint_loads_without_the_training_statistics(tmp_path):
     fresh.load_state_dict(checkpoint["state_dict"])
     assert torch.equal(fresh.loss.class_weights, model.loss.class_weights)
     assert fresh.class_frequency_source == "checkpoint"
+
+
+def test_a_missing_checkpoint_is_named_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match=r"ckpt_path: .*nope.ckpt is not a file"):
+        main(["validate", "--config", str(BASE), *tiny_synthetic_args(), "--ckpt_path", str(tmp_path / "nope.ckpt"),
+              "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert not list(tmp_path.iterdir())  # nothing was written

@@ -198,6 +198,10 @@ class TailsegCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         try:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            path = config.get("ckpt_path")
+            if path not in (None, "last", "best", "hpc", "registry") and not Path(path).is_file():
+                raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
             super().instantiate_classes()
         except CONFIG_ERRORS as error:
             if not self.short_errors:

@@ -59,6 +59,8 @@ def load_runs(arguments: list[str]) -> OrderedDict[str, list[dict]]:
         report = json.loads(report_path.read_text())
         if "per_class_iou" not in report:
             raise ValueError(f"{report_path}: not a tailseg report (no per_class_iou)")
+        if report["per_class_iou"] is None:
+            raise ValueError(f"{report_path}: holds no metrics (the run had no validation data); validate it first")
         runs.setdefault(name or method_name(report_path), []).append(report)
     return runs
 

@@ -108,7 +108,7 @@ def _read_json(path: Path) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and "per_class_iou" in data else None
+    return data if isinstance(data, dict) and data.get("per_class_iou") is not None else None
 
 
 def _read_yaml(path: Path) -> dict:
