@@ -43,3 +43,12 @@ def dataset_roots(tmp_path_factory) -> dict:
         "voc": write_voc(base / "voc", splits=("train", "val"), images_per_split=3, augmented=True),
         "ade20k": write_ade20k(base / "ade20k", splits=("training", "validation"), images_per_split=3),
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The CLI tests run on one thread: much faster on a shared, busy CPU, and the same in every run compared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -88,14 +88,6 @@ def _assert_same_run(full: Path, resumed: Path, step: int) -> None:
     assert _metrics_after(full, step) == _metrics_after(resumed, step) != []
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1, 2], ids=lambda w: f"{w}-workers")
 @pytest.mark.parametrize("config", ["base", "base_plus", "stce"])

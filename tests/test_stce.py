@@ -265,15 +265,6 @@ def _load(record: Path, rank: int = 0) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """The CLI tests run on one thread: much faster on a shared, busy CPU, and the same in every run compared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def full_run(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("stce_full")
     main(_fit_args(root / "run", root / "rec"))

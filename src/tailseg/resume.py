@@ -61,8 +61,12 @@ _SEED_RANGE = 2**31 - 2
 
 
 def rng_states() -> dict:
-    """The global random states of this process (Python, NumPy, torch CPU and CUDA), as tensors and plain
-    numbers so that `torch.load(weights_only=True)` can read a checkpoint that holds them."""
+    """The global random states of this process (Python, NumPy, torch CPU and its CUDA device), as tensors and
+    plain numbers so that `torch.load(weights_only=True)` can read a checkpoint that holds them.
+
+    Under DDP the checkpoint holds rank 0's states and every rank restores them: every rank is seeded alike
+    (`seed_everything`) and consumes its streams alike, so they are the same on every rank.
+    """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -76,8 +80,8 @@ def rng_states() -> dict:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()  # this process's device (under DDP every rank has the same)
     return states
 
 
@@ -91,7 +95,7 @@ def set_rng_states(states: dict) -> None:
     )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 class SeededKeys(Sampler):
