@@ -236,9 +236,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
 
     def _batches_trained_in_epoch(self) -> int:
-        """Lightning's count of this epoch's batches whose training step finished (for `TrainingStream`)."""
+        """Lightning's count of this epoch's batches whose training step finished (for `TrainingStream`); an epoch
+        that Lightning ends early (`limit_train_batches`) counts as all of its batches, so a resume starts the next."""
         trainer = getattr(self, "trainer", None)
-        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        if trainer is None:
+            return 0
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return self.stream.keys.num_batches() if done >= trainer.num_training_batches else done
 
     def train_dataloader(self) -> DataLoader:
         """Training crops keyed by the stream's seeded sampler (`tailseg.resume.SeededKeys`)."""
