@@ -214,3 +214,51 @@ def write_ade20k(
             _save(_image(rng, size), root / "images" / split / f"{stem}.jpg", quality=95)
             _save(mask, root / "annotations" / split / f"{stem}.png")
     return root
+
+
+#: CamVid labels drawn in the fixtures: 0 sky, 1 building, 3 road, 4 pavement, 5 tree, 8 car, 9 pedestrian,
+#: 10 bicyclist and 11 (unlabelled / void).
+CAMVID_FIXTURE_LABELS = (0, 1, 3, 4, 5, 8, 9, 10, 11)
+#: The sequence prefix of the fixture names of each CamVid split (as in the real names, e.g. 0001TP_006690).
+CAMVID_PREFIXES = {"train": "0001TP", "val": "0016E5", "test": "Seq05VD"}
+
+
+def write_camvid(
+    root: str | os.PathLike,
+    splits: Sequence[str] = ("train", "val"),
+    images_per_split: int = 3,
+    size: tuple[int, int] = (36, 48),
+    seed: int = 0,
+) -> Path:
+    """Write a tiny CamVid (SegNet layout) under `root`: `<split>/<name>.png`, `<split>annot/<name>.png`, `<split>.txt`.
+
+    Names are `<prefix>_<30 * i:06d>` with the prefix of `CAMVID_PREFIXES` (0001TP train, 0016E5 val,
+    Seq05VD test). Each 8-bit label map holds sky / building / tree / pavement / road bands, a car box
+    (left half), a pedestrian or bicyclist box (right half), and void pixels (11) in the left columns and
+    the bottom row. `<split>.txt` lists "<split>/<name>.png <split>annot/<name>.png" pairs.
+
+    Args:
+        root: The CamVid folder to create.
+        splits: Splits to write ("train", "val", "test").
+        images_per_split: Images in each split.
+        size: (H, W) of every image.
+        seed: Seed of the pixels.
+
+    Returns:
+        `root` as a Path.
+    """
+    root = Path(root)
+    for split in splits:
+        names = [f"{CAMVID_PREFIXES.get(split, split)}_{30 * i:06d}" for i in range(images_per_split)]
+        for i, name in enumerate(names):
+            rng = _rng(seed, "camvid", split, i)
+            mask = _bands(rng, size, (0, 1, 5, 4, 3))
+            _box(rng, mask, 8, cols=(size[1] // 8, size[1] // 2))
+            _box(rng, mask, int(rng.choice([9, 10])), cols=(size[1] // 2, size[1]))
+            mask[:, : max(1, size[1] // 16)] = 11  # unlabelled
+            mask[-1, :] = 11
+            _save(_image(rng, size), root / split / f"{name}.png")
+            _save(mask, root / f"{split}annot" / f"{name}.png")
+        lines = "".join(f"{split}/{name}.png {split}annot/{name}.png\n" for name in names)
+        (root / f"{split}.txt").write_text(lines)
+    return root

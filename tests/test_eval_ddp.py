@@ -218,3 +218,14 @@ def test_two_processes_refuse_a_set_smaller_than_the_ranks(tmp_path):
     done = _run(["validate", *_common(tmp_path, "tiny", val=1), *DDP])
     assert done.returncode != 0
     assert "validation data set has 1 image(s) for 2 processes" in done.stderr
+
+
+@pytest.mark.slow
+def test_fit_under_ddp_validates_and_saves_its_final_step(tmp_path):
+    """2 steps an epoch, 3 steps in all: the final validation and checkpoint of `finish_fit` run on both ranks."""
+    fit = _run(["fit", *_common(tmp_path, "fit"), *DDP, "--trainer.max_steps", "3", "--trainer.max_epochs", "-1",
+                "--trainer.check_val_every_n_epoch", "1", "--report_path", str(tmp_path / "fit.json")])  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    report = json.loads((tmp_path / "fit.json").read_text())
+    assert report["global_step"] == 3 and report["num_images"] == 5 and report["miou"] is not None
+    assert torch.load(report["checkpoint"], map_location="cpu", weights_only=False)["global_step"] == 3

@@ -15,6 +15,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import tiny_synthetic_args
-from tailseg.cli import main
+from tailseg.cli import PREEMPTED, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {name: ROOT / "experiments" / "synthetic" / f"{name}.yaml" for name in ("base", "base_plus", "stce")}
@@ -51,12 +53,15 @@ class TermAtStep(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _fit(config: str, root: Path, workers: int, *extra: str) -> None:
+EVERY_STEP = ("--trainer.callbacks.every_n_train_steps", "1")
+
+
+def _fit(config: str, root: Path, workers: int, *extra: str, when: tuple[str, ...] = EVERY_STEP) -> None:
+    """Fit 10 steps (unless `extra` says otherwise) with a checkpoint `step=<k>.ckpt` saved as `when` says."""
     main(["fit", "--config", str(CONFIGS[config]), *tiny_synthetic_args(), "--data.num_workers", str(workers),
           "--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1", "--trainer.check_val_every_n_epoch", "1",
           "--trainer.log_every_n_steps", "1", "--trainer.deterministic", "true", "--trainer.enable_progress_bar",
-          "false", "--trainer.default_root_dir", str(root),
-          "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
+          "false", "--trainer.default_root_dir", str(root), "--trainer.callbacks+=ModelCheckpoint", *when,
           "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}", *extra])  # fmt: skip
 
 
@@ -65,8 +70,10 @@ def _checkpoint(run: Path, step: int) -> Path:
 
 
 def _final_state(run: Path) -> dict:
-    ckpt = torch.load(_checkpoint(run, STEPS), map_location="cpu", weights_only=False)
-    return {"weights": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"][0]["state"],
+    """The state of the run's final checkpoint (the one of the highest step; `last.ckpt` when no other has it)."""
+    checkpoints = [torch.load(p, map_location="cpu", weights_only=False) for p in (run / "checkpoints").glob("*.ckpt")]
+    ckpt = max(checkpoints, key=lambda c: c["global_step"])
+    return {"step": ckpt["global_step"], "weights": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"][0]["state"],
             "stream": ckpt["SegmentationDataModule"]["stream"]["sampler"]}  # fmt: skip
 
 
@@ -79,7 +86,7 @@ def _metrics_after(run: Path, step: int) -> list[dict]:
 
 def _assert_same_run(full: Path, resumed: Path, step: int) -> None:
     a, b = _final_state(full), _final_state(resumed)
-    assert a["weights"].keys() == b["weights"].keys()
+    assert a["step"] == b["step"] and a["weights"].keys() == b["weights"].keys()
     different = [k for k in a["weights"] if not torch.equal(a["weights"][k], b["weights"][k])]
     assert not different, f"tensors differ after resuming from step {step}: {different[:5]}"
     assert all(torch.equal(a["optimizer"][i]["momentum_buffer"], b["optimizer"][i]["momentum_buffer"])
@@ -106,7 +113,7 @@ def test_the_stream_state_names_the_position_in_the_epoch(tmp_path, one_thread):
     state = torch.load(_checkpoint(tmp_path / "version_0", 6), map_location="cpu", weights_only=False)
     stream = state["SegmentationDataModule"]["stream"]
     assert (stream["epoch"], stream["position"]) == (1, 2)  # 4 steps an epoch: 2 steps into epoch 1
-    assert set(stream) == {"epoch", "position", "sampler", "rng"}
+    assert set(stream) == {"seed", "epoch", "position", "sampler", "rng"}
     assert len(stream["sampler"]["iou"]) == 19 and stream["sampler"]["drawn"]["epoch"] == 1
     assert "iou.train_iou.confusion" in state["state_dict"]  # the epoch's training confusion so far
     assert int(state["state_dict"]["iou.train_iou.confusion"].sum()) > 0
@@ -138,3 +145,68 @@ def test_sigterm_stops_after_the_step_and_resumes_exactly(tmp_path, one_thread):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _fit("stce", tmp_path / "part", 0, "--ckpt_path", str(last))
     _assert_same_run(tmp_path / "full" / "version_0", tmp_path / "part" / "version_1", 6)
+
+
+@pytest.mark.slow
+def test_resume_from_epoch_end_checkpoints(tmp_path, one_thread):
+    """Checkpoints written at each epoch's end (`on_train_epoch_end`), with a loader worker."""
+    when = ("--trainer.callbacks.every_n_epochs", "1", "--trainer.callbacks.save_on_train_epoch_end", "true")
+    _fit("base_plus", tmp_path, 1, when=when)
+    full = tmp_path / "version_0"
+    for version, step in enumerate((4, 8), start=1):
+        _fit("base_plus", tmp_path, 1, "--ckpt_path", str(_checkpoint(full, step)), when=when)
+        _assert_same_run(full, tmp_path / f"version_{version}", step)
+
+
+@pytest.mark.slow
+def test_resume_with_loaders_reloaded_every_epoch(tmp_path, one_thread):
+    """`max_epochs` set (the schedule builds the loader before the restore) and loaders rebuilt every epoch."""
+    extra = (
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.reload_dataloaders_every_n_epochs",
+        "1",
+    )
+    _fit("stce", tmp_path, 1, *extra)
+    full = tmp_path / "version_0"
+    _fit("stce", tmp_path, 1, *extra, "--ckpt_path", str(_checkpoint(full, 6)))
+    _assert_same_run(full, tmp_path / "version_1", 6)
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_seed_of_a_run_seeded_at_random(tmp_path, one_thread):
+    """`seed_everything: true` draws a new seed at every start; the resumed run keeps the checkpoint's."""
+    _fit("base", tmp_path, 0, "--seed_everything", "true")
+    full = tmp_path / "version_0"
+    _fit("base", tmp_path, 0, "--seed_everything", "true", "--ckpt_path", str(_checkpoint(full, 6)))
+    _assert_same_run(full, tmp_path / "version_1", 6)
+
+
+@pytest.mark.slow
+def test_sigterm_inside_a_gradient_accumulation_window_writes_no_checkpoint(tmp_path, one_thread):
+    """With 2 batches a step, SIGTERM during the first batch of step 2 stops after it, half-way through the step:
+    no checkpoint holds the summed gradients, so none is written (and the step checkpoints remain)."""
+    with pytest.raises(BaseException) as stopped, pytest.warns(UserWarning, match="gradient-accumulation window"):
+        _fit("base", tmp_path, 0, "--trainer.accumulate_grad_batches", "2",
+             "--trainer.callbacks+=test_resume.TermAtStep", "--trainer.callbacks.step", "2")  # fmt: skip
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert type(stopped.value).__name__ == "SIGTERMException"
+    checkpoints = sorted(p.name for p in (tmp_path / "version_0" / "checkpoints").iterdir())
+    assert checkpoints == ["step=1.ckpt", "step=2.ckpt"]  # no last.ckpt
+
+
+@pytest.mark.slow
+def test_the_command_stopped_by_sigterm_exits_with_143_after_saving(tmp_path):
+    """What a job script requeues on (`tailseg.cli.PREEMPTED`)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "tailseg", "fit", "--config", str(CONFIGS["base"]), *tiny_synthetic_args(),
+         "--trainer.max_steps", "10", "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar",
+         "false", "--trainer.callbacks+=test_resume.TermAtStep", "--trainer.callbacks.step", "3"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == PREEMPTED == 143, done.stderr[-2000:]
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4

@@ -10,7 +10,9 @@ Long runs (`tailseg.resume`, `experiments/README.md`): `fit` always ends with th
 checkpoint (`checkpoints/last.ckpt`, or the file `ModelCheckpoint` saved at the final step) and a
 report.json of exactly those weights (`ReportWriter.finish_fit`), writes `last.ckpt` on SIGTERM or an
 exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newest checkpoint under
-`trainer.default_root_dir` (starting afresh when there is none). `validate`,
+`trainer.default_root_dir` or a `ModelCheckpoint`'s `dirpath` (`fit` starts afresh when there is none;
+`validate`, `test` and `predict` stop with an error). A command stopped by SIGTERM exits with status 143
+(`PREEMPTED`), so a job script can requeue exactly the runs that were pre-empted. `validate`,
 `test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
 
 Run directories: unless the config sets `trainer.logger`, each run gets a fresh
@@ -59,7 +61,7 @@ from typing import NoReturn
 from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter
@@ -76,6 +78,9 @@ SUBCOMMANDS = {
     "describe": "class pixel frequencies and image counts of a config's data sets",
     "compare": "per-class IoU, gains and fairness tables of several runs (the papers' tables)",
 }
+
+#: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
+PREEMPTED = 143
 
 #: Exceptions that, raised while the classes are built from the config, mean a wrong config value.
 CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
@@ -186,10 +191,6 @@ class TailsegCLI(LightningCLI):
         if self.subcommand in ("validate", "test", "predict") and config.get("data.train") is not None:
             # evaluation never reads the training set (the checkpoint brings what was learned from it)
             config["data.train"] = None
-        if config.get("ckpt_path") == "last":
-            root = config.get("trainer.default_root_dir") or os.getcwd()
-            config["ckpt_path"] = latest_checkpoint(root)
-            print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
         if self.subcommand in ("validate", "test", "predict") and config.get("trainer.logger") in (False, []):
             # No run directory: one config per subcommand, replaced like report.json (see the module docs).
             self.save_config_kwargs.update(config_filename=f"config.{self.subcommand}.yaml", overwrite=True)
@@ -199,14 +200,27 @@ class TailsegCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             config = self.config[self.subcommand] if self.subcommand else self.config
+            self.resolve_last_checkpoint(config)
             path = config.get("ckpt_path")
-            if path not in (None, "last", "best", "hpc", "registry") and not Path(path).is_file():
+            local = path is not None and "://" not in str(path)  # remote paths are Lightning's (fsspec) to check
+            if local and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
                 raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
             super().instantiate_classes()
         except CONFIG_ERRORS as error:
             if not self.short_errors:
                 raise
             fail(f"tailseg {self.subcommand}" if self.subcommand else "tailseg", short_error(str(error)))
+
+    def resolve_last_checkpoint(self, config) -> None:
+        """`--ckpt_path last`: the newest checkpoint of the runs under the root (see the module docs)."""
+        if config.get("ckpt_path") != "last":
+            return
+        root = config.get("trainer.default_root_dir") or os.getcwd()
+        folders = [root, *checkpoint_folders(config.get("trainer.callbacks"))]
+        config["ckpt_path"] = latest_checkpoint(folders)
+        if config["ckpt_path"] is None and self.subcommand != "fit":
+            raise ValueError(f"ckpt_path: 'last' found no checkpoint under {', '.join(map(str, folders))}")
+        print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
@@ -244,10 +258,25 @@ class TailsegCLI(LightningCLI):
         )
 
 
-def latest_checkpoint(root: str) -> str | None:
-    """The newest checkpoint (by modification time) of the runs under `root`: `root/version_*/checkpoints/*.ckpt`
-    (runs with the default loggers) or `root/checkpoints/*.ckpt` (the logger off); None if there is none."""
-    found = [*Path(root).glob("version_*/checkpoints/*.ckpt"), *Path(root).glob("checkpoints/*.ckpt")]
+def checkpoint_folders(callbacks) -> list[str]:
+    """The `dirpath` of every `ModelCheckpoint` among the config's `trainer.callbacks` that sets one."""
+    entries = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+    folders = []
+    for entry in entries:
+        init = getattr(entry, "init_args", None) if not isinstance(entry, dict) else entry.get("init_args")
+        path = str(getattr(entry, "class_path", None) or (entry.get("class_path") if isinstance(entry, dict) else ""))
+        dirpath = init.get("dirpath") if init is not None else None
+        if path.endswith("ModelCheckpoint") and dirpath:
+            folders.append(str(dirpath))
+    return folders
+
+
+def latest_checkpoint(folders: list[str]) -> str | None:
+    """The newest checkpoint (by modification time) under `folders`: `<folder>/version_*/checkpoints/*.ckpt` (runs
+    with the default loggers), `<folder>/checkpoints/*.ckpt` (the logger off) or `<folder>/*.ckpt` (a
+    `ModelCheckpoint` folder); None if there is none."""
+    patterns = ("version_*/checkpoints/*.ckpt", "checkpoints/*.ckpt", "*.ckpt")
+    found = [path for folder in folders for pattern in patterns for path in Path(folder).glob(pattern)]
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
@@ -296,7 +325,10 @@ def main(args: list[str] | None = None) -> None:
         compare_main(argv[1:])
         return
     if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
-        TailsegCLI(short_errors=os.environ.get("TAILSEG_TRACEBACK", "") in ("", "0"))
+        try:
+            TailsegCLI(short_errors=os.environ.get("TAILSEG_TRACEBACK", "") in ("", "0"))
+        except SIGTERMException:
+            raise SystemExit(PREEMPTED) from None  # the state is saved: a job script can requeue on this status
     else:
         TailsegCLI(args=argv)
 

@@ -181,16 +181,25 @@ class SegmentationModel(pl.LightningModule):
 
     def _log_iou(self, stage: str) -> None:
         metric = self.iou[f"{stage}_iou"]
-        iou, images = metric.compute(), metric.total_images()
+        images = metric.total_images()
+        iou = metric.compute() if images else None
         metric.reset()
-        if self.trainer.sanity_checking:
-            return
+        if self.trainer.sanity_checking or iou is None:
+            return  # nothing was measured (e.g. the end of an epoch replayed when resuming): nothing to log
         self.latest_iou[stage] = iou.detach().cpu()
         self.latest_iou_step[stage] = int(self.global_step)
         self.latest_num_images[stage] = images
         self.log(f"{stage}/miou", torch.nanmean(iou).float(), prog_bar=stage != "train")
         for name, value in zip(self.class_names, iou.float(), strict=True):
             self.log(f"{stage}/iou/{name}", value)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # The logging step counts the batches that stepped the optimizer, i.e. the global step. Lightning 2.6 gets it
+        # one too high after resuming from some checkpoints (written at an epoch's end or inside a failed step);
+        # putting it back keeps a resumed run's metrics.csv aligned with the uninterrupted run's (`tailseg.resume`).
+        loop = self.trainer.fit_loop.epoch_loop
+        if loop._batches_that_stepped != self.global_step:
+            loop._batches_that_stepped = self.global_step
 
     def on_train_epoch_start(self) -> None:
         self.iou["train_iou"].reset()  # (also after resuming from a checkpoint written at an epoch's last step)

@@ -19,6 +19,7 @@ Lightning's, and this is all it holds:
 The training stream (`TrainingStream.state_dict`, kept by the DataModule) is the one home of everything
 that decides what the rest of the run draws:
 
+- `seed`: the seed of the augmentation stream;
 - `epoch`, `position`: the epoch and how many of its batches were trained on (Lightning's own batch
   progress at the time of saving, so a checkpoint written while a step failed counts that step as
   not done);
@@ -35,9 +36,9 @@ restore the sampler gets its state back and the epoch's sequence is drawn again 
 epoch, state); the batches already trained on are left out (skipped as keys, without loading an
 image), so the next batch is the one the uninterrupted run trained on next. A checkpoint written after
 an epoch's last batch resumes at the start of the next epoch. (Lightning also restores stateful
-training loaders, but only when it builds the loader after the restore; the poly schedule's
-`trainer.estimated_stepping_batches` builds it before, so the DataModule's hooks are the reliable
-place.)
+training loaders, but only when it builds the loader after the restore; with `max_epochs` set, the
+poly schedule's `trainer.estimated_stepping_batches` builds it before, so the DataModule's hooks are
+the reliable place.)
 
 Limits:
 - Under DDP the checkpoint holds rank 0's state. Every rank draws from one global sequence, so the
@@ -104,22 +105,32 @@ class SeededKeys(Sampler):
     The seeds of an epoch come from a generator seeded with (seed, epoch, rank), one per position, so they
     depend neither on the workers nor on torch's global random state. A batch sampler (`yields_batches =
     True`, e.g. `TiltedClassSampler`) yields lists of such triples, the seeds of step k being the next
-    `len(batch)` draws of that generator. The epoch is the wrapped sampler's (Lightning calls `set_epoch`
-    on a batch sampler's inner `sampler` only).
+    `len(batch)` draws of that generator.
 
-    `resume_at(epoch, batches)` makes the next iteration of that epoch leave out its first `batches`
-    batches (keys and seeds are drawn and dropped; no image is loaded).
+    The epoch: with `epoch_source` (the DataModule passes the trainer's current epoch) each iteration reads
+    the epoch it is for when it starts and sets it on the wrapped sampler. Lightning also calls `set_epoch`,
+    but after a restore from a checkpoint written at an epoch's end it passes the epoch after the one it
+    trains, and with loader workers it creates the first iterator before calling it at all; reading the
+    epoch at the start of the iteration is right in every case. Without a source, `set_epoch` decides.
+
+    `resume_at(epoch, batches)` makes every iteration of that epoch leave out its first `batches` batches
+    (keys and seeds are drawn and dropped; no image is loaded), until an iteration of another epoch starts.
 
     Args:
         sampler: The training sampler (yields indices or (index, class) pairs, or batches of pairs).
         seed: Seed of the augmentation stream.
         batch_size: Keys per batch (ignored for batch samplers, which make their own batches).
+        epoch_source: Returns the epoch being trained, or None when unknown (see above).
     """
 
-    def __init__(self, sampler: Sampler, seed: int, batch_size: int = 1) -> None:
+    def __init__(
+        self, sampler: Sampler, seed: int, batch_size: int = 1, epoch_source: Callable[[], int | None] | None = None
+    ) -> None:
         self.sampler, self.seed, self.batch_size = sampler, int(seed), int(batch_size)
+        self.epoch_source = epoch_source
         self._epoch = 0
-        self._skip: tuple[int, int] | None = None
+        self._next_epoch = 0  # the epoch a restored checkpoint continues with: iterations start there at the earliest
+        self._skip: tuple[int, int] | None = None  # (epoch, batches of it already trained on)
 
     @property
     def yields_batches(self) -> bool:
@@ -140,12 +151,10 @@ class SeededKeys(Sampler):
 
     def resume_at(self, epoch: int, batches: int) -> None:
         """Continue epoch `epoch` after its first `batches` batches; after all of them, start epoch `epoch + 1`."""
-        if batches >= self.num_batches():
-            self.set_epoch(epoch + 1)
-            self._skip = None
-        else:
-            self.set_epoch(epoch)
-            self._skip = (int(epoch), int(batches))
+        done = batches >= self.num_batches()
+        self._next_epoch = int(epoch) + 1 if done else int(epoch)
+        self._skip = None if done else (int(epoch), int(batches))
+        self.set_epoch(self._next_epoch)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -155,10 +164,15 @@ class SeededKeys(Sampler):
         return torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + rank) % 2**63)
 
     def __iter__(self) -> Iterator:
+        current = self.epoch_source() if self.epoch_source is not None else None
+        if current is not None:
+            self.set_epoch(max(int(current), self._next_epoch))
         skip = 0
         if self._skip is not None:
-            skip = self._skip[1] if self._skip[0] == self.epoch else 0
-            self._skip = None
+            if self._skip[0] == self.epoch:
+                skip = self._skip[1]
+            else:
+                self._skip = None  # that epoch is over
         g = self._generator()
         if self.yields_batches:
             size = int(self.sampler.batch_size)
@@ -187,14 +201,23 @@ class TrainingStream:
         batch_size: Crops per batch (per process).
         progress: Returns how many batches of the current epoch were trained on (the DataModule passes
             Lightning's batch progress); None counts 0, i.e. a checkpoint restarts its epoch.
+        epoch_source: Returns the epoch being trained (`SeededKeys`).
     """
 
-    def __init__(self, sampler: Sampler, seed: int, batch_size: int, progress: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        sampler: Sampler,
+        seed: int,
+        batch_size: int,
+        progress: Callable[[], int] | None = None,
+        epoch_source: Callable[[], int | None] | None = None,
+    ) -> None:
         self.sampler, self.progress = sampler, progress
-        self.keys = SeededKeys(sampler, seed, batch_size)
+        self.keys = SeededKeys(sampler, seed, batch_size, epoch_source)
 
     def state_dict(self) -> dict:
         return {
+            "seed": self.keys.seed,
             "epoch": self.keys.epoch,
             "position": int(self.progress()) if self.progress is not None else 0,
             "sampler": self.sampler.state_dict(),
@@ -202,6 +225,7 @@ class TrainingStream:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.keys.seed = int(state["seed"])  # a run seeded afresh at each start (`seed_everything: true`) too
         self.sampler.load_state_dict(state["sampler"])
         self.keys.resume_at(int(state["epoch"]), int(state["position"]))
         set_rng_states(state["rng"])

@@ -5,9 +5,9 @@ steps) the callback takes the per-class IoU that the model has accumulated on it
 crops since the epoch began, synchronised across DDP ranks by torchmetrics, and calls
 `trainer.datamodule.train_sampler.update(iou)`. The sampler draws each epoch's sequence when
 the epoch starts, so new probabilities take effect from the next epoch, without reloading
-dataloaders (also with persistent workers: samplers run in the main process). Updates every n
-steps therefore only matter for the last one before an epoch ends, unless epochs are long
-compared to n (they are useful to see the probabilities evolve in the logs).
+dataloaders (also with persistent workers: samplers run in the main process). The feed after an
+epoch's last batch is the one the next epoch is drawn from; updates every n steps only show how the
+probabilities evolve in the logs (`sampler/p/<class>`).
 
 Why after the last batch (`on_train_batch_end`) and not at the epoch's end: Lightning runs the
 callbacks' `on_train_batch_end` before `ModelCheckpoint` writes a step checkpoint, and a run resumed
@@ -15,7 +15,7 @@ from a checkpoint written after an epoch's last batch does not run that epoch's 
 there puts the epoch's IoU into every checkpoint that follows the epoch's last step.
 
 It logs `sampler/p/<class name>` (the class-driven probabilities). The sampler's state (IoU, seed,
-epoch) is saved with the training loader's (`tailseg.resume`).
+epoch) is saved with the DataModule's training stream (`tailseg.resume`).
 """
 
 from __future__ import annotations

@@ -127,10 +127,13 @@ class ReportWriter(SaveConfigCallback):
         or without a monitored metric its newest file), else a new `<checkpoint dir>/last.ckpt`. Every rank must
         call this."""
         callback = trainer.checkpoint_callback
+        newest = ""
         if isinstance(callback, ModelCheckpoint) and callback._last_global_step_saved == trainer.global_step:
             newest = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
-            if newest and Path(newest).is_file():
-                return newest
+            newest = newest if newest and Path(newest).is_file() else ""
+        newest = trainer.strategy.broadcast(newest)  # rank 0 decides, so every rank saves (or not) alike
+        if newest:
+            return newest
         folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
         path = Path(folder) / "last.ckpt"
         trainer.save_checkpoint(path)

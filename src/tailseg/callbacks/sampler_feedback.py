@@ -1,7 +1,7 @@
 """`SamplerFeedback`: what every sampler-feeding callback shares - finding the sampler before training.
 
 The callbacks hold no state: the sampler's state (what it has been fed) is saved and restored with the
-training loader's (`tailseg.resume`), so a resumed run draws what an uninterrupted run draws.
+DataModule's training stream (`tailseg.resume`), so a resumed run draws what an uninterrupted run draws.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ With gradient accumulation Lightning hands the hooks the loss divided by `accumu
 the callback multiplies it back, so L_B is the batch's own loss.
 
 It logs `tce/w/<class name>` (the class weights after the update) on every step; the trainer writes
-them every `log_every_n_steps`. The sampler's state (log L̃, seed, epoch) is saved with the training
-loader's (`tailseg.resume`), so a resumed run draws exactly what an uninterrupted run draws.
+them every `log_every_n_steps`. The sampler's state (log L̃, seed, epoch) is saved with the DataModule's
+training stream (`tailseg.resume`), so a resumed run draws exactly what an uninterrupted run draws.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from tailseg.data.ade20k import ADE20K
 from tailseg.data.base import DataError, SegmentationDataset
+from tailseg.data.camvid import CamVid
 from tailseg.data.cityscapes import Cityscapes
 from tailseg.data.datamodule import SegmentationDataModule, TransformedDataset
 from tailseg.data.files import FileSegmentationDataset, ImageMaskFolder
@@ -11,6 +12,7 @@ from tailseg.data.voc import PascalVOC
 
 __all__ = [
     "ADE20K",
+    "CamVid",
     "Cityscapes",
     "DataError",
     "FileSegmentationDataset",

@@ -206,7 +206,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                         f"data.batch_size {self.batch_size}; leave the sampler's unset"
                     )
                 self.stream = TrainingStream(
-                    self.train_sampler, self.seed, self.batch_size, self._batches_trained_in_epoch
+                    self.train_sampler, self.seed, self.batch_size, self._batches_trained_in_epoch, self._current_epoch
                 )
         for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
             if stage == name:
@@ -229,11 +229,16 @@ class SegmentationDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         if self.stream is not None and "stream" in state_dict:
             self.stream.load_state_dict(state_dict["stream"])
+            self.seed = self.stream.keys.seed
 
     def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
             TransformedDataset(dataset, transform), batch_size=batch_size, **self._loader_options(), **kwargs
         )
+
+    def _current_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
 
     def _batches_trained_in_epoch(self) -> int:
         """Lightning's count of this epoch's batches whose training step finished (for `TrainingStream`); an epoch

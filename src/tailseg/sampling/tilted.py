@@ -35,7 +35,7 @@ Decisions:
   and hence the class of every step are identical on all ranks, and the slices are disjoint
   positions of one global draw (with replacement, the same image can still appear twice).
 - Resume. The state (seed, epoch, log L̃ and its last values in the epoch) goes into checkpoints with the
-  training loader's (`tailseg.resume`). Every epoch starts a fresh stream from (seed, epoch); a run
+  DataModule's training stream (`tailseg.resume`). Every epoch starts a fresh stream from (seed, epoch); a run
   resumed after k steps of an epoch replays the stream's first k steps without drawing their classes
   (`iterate(skip=k)`: each step consumes a fixed amount of randomness) and continues with step k.
 """

