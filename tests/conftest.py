@@ -33,15 +33,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def dataset_roots(tmp_path_factory) -> dict:
-    """Tiny Cityscapes, PASCAL VOC (with the SBD-augmented list) and ADE20K folders, written once per session:
-    {"cityscapes": root, "voc": root, "ade20k": root}."""
-    from fixtures import write_ade20k, write_cityscapes, write_voc
+    """Tiny Cityscapes, PASCAL VOC (with the SBD-augmented list), ADE20K and CamVid folders, written once per
+    session: {"cityscapes": root, "voc": root, "ade20k": root, "camvid": root}."""
+    from fixtures import write_ade20k, write_camvid, write_cityscapes, write_voc
 
     base = tmp_path_factory.mktemp("datasets")
     return {
         "cityscapes": write_cityscapes(base / "cityscapes", splits=("train", "val"), images_per_split=3),
         "voc": write_voc(base / "voc", splits=("train", "val"), images_per_split=3, augmented=True),
         "ade20k": write_ade20k(base / "ade20k", splits=("training", "validation"), images_per_split=3),
+        "camvid": write_camvid(base / "camvid", splits=("train", "val"), images_per_split=3),
     }
 
 

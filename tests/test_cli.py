@@ -22,13 +22,13 @@ SYNTHETIC = ROOT / "experiments" / "synthetic" / "base.yaml"
 
 
 #: The fixture folder (a key of the `dataset_roots` fixture) of each file-based data set class.
-FIXTURE_OF = {"Cityscapes": "cityscapes", "PascalVOC": "voc", "ADE20K": "ade20k"}
+FIXTURE_OF = {"Cityscapes": "cityscapes", "PascalVOC": "voc", "ADE20K": "ade20k", "CamVid": "camvid"}
 
 
 def overrides_for(config: Path, roots: dict | None = None) -> list[str]:
     """Shrink a config to a tiny model and data set, whatever data set it uses.
 
-    Synthetic configs get `tiny_synthetic_args`. Configs on Cityscapes / PASCAL VOC / ADE20K get the
+    Synthetic configs get `tiny_synthetic_args`. Configs on Cityscapes / PASCAL VOC / ADE20K / CamVid get the
     matching fixture folder of `roots` (the `dataset_roots` fixture) as the root of every data split,
     the tiny encoder without pre-trained weights, small crops and batches, and one CPU process (the
     paper configs ask for GPUs, DDP or several nodes).
