@@ -44,6 +44,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
+from tailseg.callbacks.preemption import PreemptionCheckpoint
 from tailseg.metrics import fairness_report, summarize_iou
 
 
@@ -134,8 +135,7 @@ class ReportWriter(SaveConfigCallback):
         newest = trainer.strategy.broadcast(newest)  # rank 0 decides, so every rank saves (or not) alike
         if newest:
             return newest
-        folder = getattr(callback, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
-        path = Path(folder) / "last.ckpt"
+        path = PreemptionCheckpoint.checkpoint_path(trainer)  # the run's `last.ckpt`, wherever its checkpoints go
         trainer.save_checkpoint(path)
         return str(path)
 
