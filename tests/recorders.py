@@ -72,3 +72,24 @@ class RecordTiltedWeights(pl.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"rank{trainer.global_rank}.json"
         path.write_text(json.dumps(self.record))
+
+
+class RecordLogitsDtype(pl.Callback):
+    """Writes `<out>`: the dtypes of the network's outputs in training steps and of the training losses."""
+
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.record: dict = {"logits": set(), "loss": set()}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        def hook(module, inputs, output):
+            if module.training:
+                self.record["logits"].add(str(output.dtype))
+
+        pl_module.net.register_forward_hook(hook)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.record["loss"].add(str(loss.dtype))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.out.write_text(json.dumps({k: sorted(v) for k, v in self.record.items()}))

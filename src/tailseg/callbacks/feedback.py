@@ -62,7 +62,7 @@ class ClassIoUFeedback(SamplerFeedback):
         sampler = self.sampler(trainer)
         sampler.update(iou.cpu())
         for name, p in zip(pl_module.class_names, sampler.class_probabilities.tolist(), strict=True):
-            pl_module.log(f"sampler/p/{name}", float(p), on_step=False, on_epoch=True)
+            pl_module.log(f"sampler/p/{name}", float(p), on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.is_last_batch or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 
 def bootstrapped_cross_entropy(
@@ -102,6 +102,7 @@ class BootstrappedCrossEntropy(torch.nn.Module):
         self.k, self.ratio = k, None if ratio is None else float(ratio)
         self.per_image, self.ignore_index = bool(per_image), ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         return bootstrapped_cross_entropy(logits, target, self.k, self.ratio, self.per_image, self.ignore_index)

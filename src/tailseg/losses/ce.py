@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 
 class CrossEntropy(nn.Module):
@@ -22,6 +22,7 @@ class CrossEntropy(nn.Module):
         super().__init__()
         self.ignore_index = ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         losses, valid = pixel_cross_entropy(logits, target, self.ignore_index)

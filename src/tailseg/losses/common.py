@@ -1,9 +1,42 @@
-"""Shared input checks and per-pixel cross-entropy for the loss modules."""
+"""Shared input checks, per-pixel cross-entropy and the float32 guard of the loss modules.
+
+Mixed precision (Lightning's `bf16-mixed` / `16-mixed`, i.e. `torch.autocast`): every loss is computed in
+float32 whatever the logits' dtype. `in_float32(loss, logits, target)` runs any loss outside autocast on
+float32 logits (the model calls every loss, its own or another library's, through it), and
+`float32_forward` makes a loss module's own `forward` do the same when it is called directly. So a loss
+under autocast has the value of the float32 computation on the logits the network produced (rounded to
+bf16 / fp16 by the network, not by the loss), log-probabilities, LMP weights and tilted sums included;
+the gradient flows back to the network in the logits' dtype.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+
+def in_float32(loss: Callable[..., torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`loss(logits, target)` outside autocast, with bf16 / fp16 logits cast to float32 (float64 stays)."""
+    if logits.is_floating_point() and logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    device = logits.device.type
+    if not torch.amp.is_autocast_available(device):
+        return loss(logits, target)
+    with torch.autocast(device_type=device, enabled=False):
+        return loss(logits, target)
+
+
+def float32_forward(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Decorate a loss module's `forward(self, logits, target)` to compute in float32 (`in_float32`)."""
+
+    @functools.wraps(forward)
+    def wrapped(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return in_float32(functools.partial(forward, self), logits, target)
+
+    return wrapped
 
 
 def check_logits_target(logits: torch.Tensor, target: torch.Tensor, name: str) -> None:
@@ -23,8 +56,8 @@ def pixel_cross_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel CE (B, H, W), 0 at ignored pixels, and the (B, H, W) bool mask of valid pixels.
 
-    Computed in float32 at least (bf16/fp16 logits are upcast), as the softmax of low-precision
-    logits loses the small probabilities that rare classes live on.
+    Computed in float32 at least (bf16 / fp16 logits are upcast), as the softmax of low-precision logits
+    loses the small probabilities that rare classes live on; under autocast call it inside `in_float32`.
     """
     valid = target != ignore_index
     compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tailseg.losses.common import check_logits_target
+from tailseg.losses.common import check_logits_target, float32_forward
 from tailseg.losses.weighted_ce import ClassWeightedLoss, check_class_pixel_counts
 
 
@@ -131,6 +131,7 @@ class FocalLoss(ClassWeightedLoss):
             super().__init__(alpha, None, field="alpha")
         self.gamma, self.alpha, self.ignore_index = float(gamma), alpha, ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         return focal_loss(logits, target, self.gamma, self.weights_for(logits), self.ignore_index)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 
 def _check_p(p: float) -> float:
@@ -245,6 +245,7 @@ class LossMaxPooling(nn.Module):
         self.ratio = float(ratio)
         self.ignore_index = ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         losses, valid = pixel_cross_entropy(logits, target, self.ignore_index)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 
 def ohem_cross_entropy(
@@ -84,6 +84,7 @@ class OhemCrossEntropy(torch.nn.Module):
             raise ValueError(f"{name}: min_kept must be an integer >= 1, got {min_kept!r}")
         self.threshold, self.min_kept, self.ignore_index = float(threshold), min_kept, ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         return ohem_cross_entropy(logits, target, self.threshold, self.min_kept, self.ignore_index)

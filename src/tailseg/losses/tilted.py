@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 LEVELS = ("image", "class")
 # Below this |t| the tilted mean is replaced by the plain mean, its t → 0 limit. The difference is about
@@ -217,5 +217,6 @@ class TiltedCrossEntropy(nn.Module):
     def extra_repr(self) -> str:
         return f"t={self.t}, level={self.level!r}, ignore_index={self.ignore_index}"
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return tilted_cross_entropy(logits, target, self.t, self.level, self.ignore_index)

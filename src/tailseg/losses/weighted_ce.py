@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from tailseg.losses.common import check_logits_target, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
 
 
 def check_class_pixel_counts(class_pixel_counts: torch.Tensor, name: str) -> torch.Tensor:
@@ -215,6 +215,7 @@ class MedianFrequencyCrossEntropy(ClassWeightedLoss):
         super().__init__(weights, median_frequency_weights, field="weights")
         self.ignore_index = ignore_index
 
+    @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
         weights = self.weights_for(logits)
