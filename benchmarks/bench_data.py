@@ -44,9 +44,12 @@ def write_fixture(root: Path, images: int) -> None:
             Image.fromarray(labels.astype(np.uint8)).save(folder_gt / f"bench_{i:06d}_000019_gtFine_labelIds.png")
 
 
-def bench_pipeline(root: Path, workers: int, batches: int) -> dict:
+def bench_pipeline(
+    root: Path, workers: int, batches: int, crop_size: tuple[int, int] = (550, 550), batch_size: int = 2
+) -> dict:
     dm = SegmentationDataModule(
-        Cityscapes(str(root), "train"), crop_size=(550, 550), batch_size=2, num_workers=workers, stats_cache_dir=""
+        Cityscapes(str(root), "train"), crop_size=crop_size, batch_size=batch_size, num_workers=workers,
+        stats_cache_dir="",
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -57,7 +60,8 @@ def bench_pipeline(root: Path, workers: int, batches: int) -> dict:
         elif k > 2:
             samples += len(batch["image"])
     elapsed = time.perf_counter() - start
-    return {"part": "training pipeline 2048x1024 PNG -> 550 crop", "workers": workers,
+    crop = "x".join(map(str, crop_size))
+    return {"part": f"training pipeline 2048x1024 PNG -> {crop} crop", "workers": workers,
             "samples_per_s": round(samples / elapsed, 2)}  # fmt: skip
 
 
@@ -71,9 +75,14 @@ def _cycle(loader, n):
                 return
 
 
-def bench_tiling(encoder: str, repeats: int) -> list[dict]:
-    model = SegmentationModel(19, encoder_name=encoder).eval()
-    image = torch.randn(1, 3, 1024, 2048)
+def bench_tiling(
+    encoder: str, repeats: int, model: SegmentationModel | None = None, device: str = "cpu", bf16: bool = False
+) -> list[dict]:
+    """Validation seconds per 1024x2048 image per tiling mode (`model`, if given, replaces a plain `encoder` model;
+    `bf16`: under bf16 autocast, as `--trainer.precision bf16-mixed` validates)."""
+    model = (model if model is not None else SegmentationModel(19, encoder_name=encoder)).to(device).eval()
+    image = torch.randn(1, 3, 1024, 2048, device=device)
+    pad_to = model.tiling.pad_to
     modes = {
         "whole": Tiling("whole"),
         "efficient (5 tiles)": Tiling("efficient", tiles=5),
@@ -81,19 +90,27 @@ def bench_tiling(encoder: str, repeats: int) -> list[dict]:
         "slide (512, stride 341)": Tiling("slide", crop_size=(512, 512), stride=(341, 341), batch_size=2),
     }
     rows = []
-    with torch.no_grad():
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.no_grad(), autocast:
         for name, tiling in modes.items():
             model.tiling = tiling
-            tiling.pad_to = 32
+            tiling.pad_to = pad_to
             model.predict_logits(image)  # warm-up
             times = []
             for _ in range(repeats):
+                _sync(device)
                 start = time.perf_counter()
                 model.predict_logits(image)
+                _sync(device)
                 times.append(time.perf_counter() - start)
             rows.append({"part": "validation per 1024x2048 image", "mode": name, "encoder": encoder,
-                         "median_s": round(statistics.median(times), 3)})  # fmt: skip
+                         "precision": "bf16-mixed" if bf16 else "32", "median_s": round(statistics.median(times), 3)})  # fmt: skip
     return rows
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:

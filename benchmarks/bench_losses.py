@@ -112,33 +112,37 @@ def make_losses(num_classes: int) -> dict[str, torch.nn.Module]:
     }
 
 
-def time_once(loss, logits, target, device) -> float:
+def time_once(loss, logits, target, device, bf16: bool = False) -> float:
     x = logits.detach().requires_grad_(True)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    loss(x, target).backward()
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        value = loss(x, target)
+    value.backward()
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def bench(shape: tuple[int, ...], repeats: int, device: str, skip: set[str]) -> list[dict]:
+def bench(shape: tuple[int, ...], repeats: int, device: str, skip: set[str], bf16: bool = False) -> list[dict]:
+    """Every loss on the same logits, round-robin; `bf16`: bf16 logits under bf16 autocast, as in bf16-mixed."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(*shape, generator=g).to(device)
+    logits = torch.randn(*shape, generator=g).to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
     target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
     target[torch.rand(target.shape, generator=g) < 0.05] = 255
     target = target.to(device)
     losses = {k: v.to(device) for k, v in make_losses(shape[1]).items() if k not in skip}
     times: dict[str, list[float]] = {k: [] for k in losses}
     for loss in losses.values():  # warm-up
-        time_once(loss, logits, target, device)
+        time_once(loss, logits, target, device, bf16)
     for _ in range(repeats):
         for name, loss in losses.items():
-            times[name].append(time_once(loss, logits, target, device))
+            times[name].append(time_once(loss, logits, target, device, bf16))
     ce = statistics.median(times["CrossEntropy"])
     return [
-        {"shape": "x".join(map(str, shape)), "loss": name, "median_s": round(statistics.median(t), 4),
+        {"shape": "x".join(map(str, shape)), "logits": str(logits.dtype).replace("torch.", ""), "loss": name,
+         "median_s": round(statistics.median(t), 4),
          "ratio_to_ce": round(statistics.median(t) / ce, 3), "repeats": len(t)}
         for name, t in times.items()
     ]  # fmt: skip
