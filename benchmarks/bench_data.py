@@ -48,7 +48,10 @@ def bench_pipeline(
     root: Path, workers: int, batches: int, crop_size: tuple[int, int] = (550, 550), batch_size: int = 2
 ) -> dict:
     dm = SegmentationDataModule(
-        Cityscapes(str(root), "train"), crop_size=crop_size, batch_size=batch_size, num_workers=workers,
+        Cityscapes(str(root), "train"),
+        crop_size=crop_size,
+        batch_size=batch_size,
+        num_workers=workers,
         stats_cache_dir="",
     )
     dm.setup("fit")

@@ -52,7 +52,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data  # noqa: E402
 import bench_losses  # noqa: E402
-
 from tailseg.callbacks import ClassIoUFeedback, TiltedClassFeedback  # noqa: E402
 from tailseg.data import Cityscapes, SegmentationDataModule  # noqa: E402
 from tailseg.losses import CrossEntropy, LossMaxPooling, TiltedCrossEntropy  # noqa: E402

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_training  # noqa: E402
-
 from conftest import TINY_ENCODER  # noqa: E402
 
 

@@ -166,4 +166,7 @@ def test_fit_with_bf16_mixed_precision(setup, tmp_path):
           "--report_path", str(tmp_path / "report.json")])  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["global_step"] == 6 and math.isfinite(report["miou"])
-    assert json.loads((tmp_path / "dtypes.json").read_text()) == {"logits": ["torch.bfloat16"], "loss": ["torch.float32"]}
+    assert json.loads((tmp_path / "dtypes.json").read_text()) == {
+        "logits": ["torch.bfloat16"],
+        "loss": ["torch.float32"],
+    }

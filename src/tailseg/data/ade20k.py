@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tailseg.data.base import DataError
+from tailseg.data.base import DataError, layout_error
 from tailseg.data.files import FileSegmentationDataset, read_label
 
 #: The 150 class names in label order 1..150 (train ids 0..149): the first synonym of each entry of the
@@ -83,11 +83,13 @@ class ADE20K(FileSegmentationDataset):
                 raise self._layout_error(mask, f"the label map of {image}")
 
     def _layout_error(self, missing: Path, what: str | None = None) -> DataError:
-        return DataError(
-            f"ADE20K: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n"
+        return layout_error(
+            "ADE20K",
+            missing,
+            what,
             f"  {self.root}/   (the ADEChallengeData2016 folder)\n"
             f"    images/{self.split}/<name>.jpg\n"
-            f"    annotations/{self.split}/<name>.png   (0 = unlabelled, 1..150 = classes)"
+            f"    annotations/{self.split}/<name>.png   (0 = unlabelled, 1..150 = classes)",
         )
 
     def encode_prediction(self, pred: np.ndarray) -> Image.Image:

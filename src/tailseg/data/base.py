@@ -31,6 +31,11 @@ class DataError(ValueError):
     """A sample or a data set root that cannot be used, with the file or sample named."""
 
 
+def layout_error(dataset: str, missing, what: str | None, tree: str) -> DataError:
+    """The error of a file-based data set whose `missing` file or folder is not there, with the expected tree."""
+    return DataError(f"{dataset}: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n" + tree)
+
+
 def pseudo_random_palette(n: int) -> np.ndarray:
     """`n` fixed, well-spread RGB colours (uint8, (n, 3)) from an integer hash of the class id.
 

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tailseg.data.base import DataError
+from tailseg.data.base import DataError, layout_error
 from tailseg.data.files import FileSegmentationDataset, read_label
 
 SPLITS = ("train", "val", "test")
@@ -120,12 +120,14 @@ class CamVid(FileSegmentationDataset):
 
     def _layout_error(self, missing: Path, what: str | None = None) -> DataError:
         split = self.split
-        return DataError(
-            f"CamVid: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n"
+        return layout_error(
+            "CamVid",
+            missing,
+            what,
             f"  {self.root}/   (the CamVid folder of the SegNet tutorial repository)\n"
             f"    {split}/<name>.png        RGB images\n"
             f"    {split}annot/<name>.png   8-bit label maps of the same name "
-            f"(0..10 = classes, 11 = unlabelled)"
+            f"(0..10 = classes, 11 = unlabelled)",
         )
 
     def load_mask(self, index: int) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as _LABELS
 from PIL import Image
 
-from tailseg.data.base import DataError
+from tailseg.data.base import DataError, layout_error
 from tailseg.data.files import FileSegmentationDataset, read_label
 
 #: Splits of each annotation set (`train_extra` only has coarse annotations).
@@ -143,12 +143,14 @@ class Cityscapes(FileSegmentationDataset):
 
     def _layout_error(self, missing: Path, what: str | None = None) -> DataError:
         root, split, ann = self.root, self.split, self.annotations
-        return DataError(
-            f"Cityscapes: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n"
+        return layout_error(
+            "Cityscapes",
+            missing,
+            what,
             f"  {root}/\n"
             f"    leftImg8bit/{split}/<city>/<city>_<seq>_<frame>{IMAGE_SUFFIX}\n"
             f"    {ann}/{split}/<city>/<city>_<seq>_<frame>_{ann}_labelIds.png\n"
-            f"    {ann}/{split}/<city>/<city>_<seq>_<frame>_{ann}_labelTrainIds.png  (optional, preferred)"
+            f"    {ann}/{split}/<city>/<city>_<seq>_<frame>_{ann}_labelTrainIds.png  (optional, preferred)",
         )
 
     def load_mask(self, index: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tailseg.data.base import DataError
+from tailseg.data.base import DataError, layout_error
 from tailseg.data.files import FileSegmentationDataset, read_label
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -130,12 +130,14 @@ class PascalVOC(FileSegmentationDataset):
         else:
             masks = "SegmentationClass/<id>.png      (palette PNGs: class ids 0..20, 255)"
         lists = "train_aug.txt, val.txt" if self.augmented else "train.txt, val.txt, trainval.txt"
-        return DataError(
-            f"PascalVOC: {missing} not found" + (f" ({what})" if what else "") + ". Expected layout:\n"
+        return layout_error(
+            "PascalVOC",
+            missing,
+            what,
             f"  {self.root}/   (the VOC2012 folder)\n"
             f"    JPEGImages/<id>.jpg\n"
             f"    {masks}\n"
-            f"    ImageSets/Segmentation/{{{lists}}}   (one id per line)"
+            f"    ImageSets/Segmentation/{{{lists}}}   (one id per line)",
         )
 
     def palette(self) -> list[int]:
