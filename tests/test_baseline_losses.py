@@ -1,4 +1,4 @@
-"""Baseline losses (median frequency CE, focal, bootstrapped CE, OHEM) against hand-computed values."""
+"""Baseline losses (median frequency CE, class-balanced CE, focal, bootstrapped CE, OHEM) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from tailseg.losses.bootstrap import BootstrappedCrossEntropy, bootstrapped_cross_entropy
 from tailseg.losses.ce import CrossEntropy
+from tailseg.losses.class_balanced import ClassBalancedCrossEntropy, effective_number_weights
 from tailseg.losses.focal import FocalLoss, focal_loss, inverse_frequency_weights
 from tailseg.losses.ohem import OhemCrossEntropy
 from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy, median_frequency_weights
@@ -50,12 +51,14 @@ def random_batch(b=2, c=4, h=3, w=5, seed=0, ignore_fraction=0.3):
     return logits, target
 
 
+LOSS_IDS = ["median-frequency", "class-balanced", "focal", "bootstrap-k3", "bootstrap-batch-half", "ohem"]
+
+
 def all_losses():
-    mfce = MedianFrequencyCrossEntropy()
-    mfce.set_class_statistics(torch.tensor([[5, 3, 2, 1]]))
-    focal = FocalLoss()
-    focal.set_class_statistics(torch.tensor([[5, 3, 2, 1]]))
-    return [mfce, focal, BootstrappedCrossEntropy(k=3), BootstrappedCrossEntropy(ratio=0.5, per_image=False),
+    mfce, cbce, focal = MedianFrequencyCrossEntropy(), ClassBalancedCrossEntropy(beta=0.9), FocalLoss()
+    for loss in (mfce, cbce, focal):
+        loss.set_class_statistics(torch.tensor([[5, 3, 2, 1], [1, 0, 0, 2]]))
+    return [mfce, cbce, focal, BootstrappedCrossEntropy(k=3), BootstrappedCrossEntropy(ratio=0.5, per_image=False),
             OhemCrossEntropy(threshold=0.7, min_kept=4)]  # fmt: skip
 
 
@@ -147,6 +150,37 @@ def test_fixed_weights_are_used_kept_and_checked_against_the_logits():
     derived.set_class_statistics(torch.tensor([[1, 2, 3, 4]]))
     with pytest.raises(ValueError, match="C=3"):
         derived(logits, target)
+
+
+def test_effective_number_weights_hand_computed():
+    # images holding each class: (3, 2, 2, 0); beta = 0.5: E_n = (1 - 0.5^n) / 0.5 = (1.75, 1.5, 1.5); w ∝ 1 / E_n,
+    # scaled to sum to the 3 present classes
+    inverse = np.array([1 / 1.75, 1 / 1.5, 1 / 1.5])
+    expected = np.append(3 * inverse / inverse.sum(), 0.0)
+    np.testing.assert_allclose(effective_number_weights(torch.tensor(COUNTS), 0.5).numpy(), expected, rtol=1e-6)
+    # beta = 0: equal weights; pixels, beta near 1: against (1 - b) / (1 - b^n) in exact rational arithmetic
+    np.testing.assert_allclose(effective_number_weights(torch.tensor(COUNTS), 0.0).numpy(), [1, 1, 1, 0])
+    from fractions import Fraction
+
+    beta = Fraction(999_999, 1_000_000)
+    pixels = [60, 20, 25]
+    exact = [float((1 - beta) / (1 - beta**n)) for n in pixels]
+    exact = [3 * w / sum(exact) for w in exact] + [0.0]
+    got = effective_number_weights(torch.tensor(COUNTS), float(beta), count="pixels").numpy()
+    np.testing.assert_allclose(got, exact, rtol=1e-5)
+    # beta -> 1 approaches inverse frequency: the weights' ratio tends to the inverse ratio of the pixel counts
+    near_one = effective_number_weights(torch.tensor(COUNTS), 1 - 1e-12, count="pixels").numpy()
+    assert near_one[1] / near_one[0] == pytest.approx(3.0, rel=1e-4)
+
+
+def test_class_balanced_ce_equals_torch_weighted_cross_entropy():
+    loss_fn = ClassBalancedCrossEntropy(beta=0.9)
+    loss_fn.set_class_statistics(torch.tensor(COUNTS))
+    logits, target = random_batch(c=4, seed=3)
+    reference = torch.nn.functional.cross_entropy(
+        logits.double(), target, weight=loss_fn.class_weights.double(), ignore_index=IGNORE
+    )
+    assert loss_fn(logits, target).item() == pytest.approx(reference.item(), rel=1e-6)
 
 
 def test_weights_from_statistics_survive_a_checkpoint_round_trip():
@@ -316,7 +350,7 @@ def test_ohem_min_kept_counts_over_the_batch():
 # --- shared behaviour --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(len(LOSS_IDS)), ids=LOSS_IDS)
 def test_all_ignore_batch_gives_zero_and_zero_gradient(index):
     loss_fn = all_losses()[index]
     logits = torch.randn(2, 4, 3, 3, requires_grad=True)
@@ -327,7 +361,7 @@ def test_all_ignore_batch_gives_zero_and_zero_gradient(index):
     assert torch.isfinite(logits.grad).all() and (logits.grad == 0).all()
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(len(LOSS_IDS)), ids=LOSS_IDS)
 def test_bf16_logits_give_a_float32_loss_close_to_float32(index):
     loss_fn = all_losses()[index]
     logits, target = random_batch(c=4, seed=6)
@@ -355,6 +389,8 @@ def test_bf16_logits_give_a_float32_loss_close_to_float32(index):
         (lambda: BootstrappedCrossEntropy(), "exactly one of k and ratio"),
         (lambda: BootstrappedCrossEntropy(k=3, ratio=0.5), "exactly one of k and ratio"),
         (lambda: MedianFrequencyCrossEntropy(weights=[]), "weights must be a non-empty list"),
+        (lambda: ClassBalancedCrossEntropy(beta=1.0), r"beta must be in \[0, 1\), got 1.0"),
+        (lambda: ClassBalancedCrossEntropy(count="boxes"), "count must be one of.*'boxes'"),
     ],
 )
 def test_invalid_arguments_raise_naming_the_field(factory, message):
@@ -362,7 +398,7 @@ def test_invalid_arguments_raise_naming_the_field(factory, message):
         factory()
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(len(LOSS_IDS)), ids=LOSS_IDS)
 def test_shape_mismatch_names_the_loss(index):
     loss_fn = all_losses()[index]
     with pytest.raises(ValueError, match=type(loss_fn).__name__):

@@ -3,7 +3,8 @@
 - `CrossEntropy`: the papers' BASE / MCCE.
 - `LossMaxPooling` (`lmp_weights`, `loss_max_pooling`): LMP paper, Theorems 1-2, Algorithm 1.
 - `TiltedCrossEntropy`: TCE paper, eqs. 2-3 (image or class level).
-- Baselines: `MedianFrequencyCrossEntropy` (Eigen & Fergus), `FocalLoss` (Lin et al.),
+- Baselines: `MedianFrequencyCrossEntropy` (Eigen & Fergus), `ClassBalancedCrossEntropy` (Cui et al.),
+  `FocalLoss` (Lin et al.),
   `BootstrappedCrossEntropy` (Wu et al.), `OhemCrossEntropy`.
 
 Losses that need class statistics define `set_class_statistics(counts)`; the model calls it
@@ -12,6 +13,7 @@ with the DataModule's cached (N, C) class pixel-count table.
 
 from tailseg.losses.bootstrap import BootstrappedCrossEntropy
 from tailseg.losses.ce import CrossEntropy
+from tailseg.losses.class_balanced import ClassBalancedCrossEntropy, effective_number_weights
 from tailseg.losses.focal import FocalLoss
 from tailseg.losses.lmp import LossMaxPooling, lmp_weights, loss_max_pooling
 from tailseg.losses.ohem import OhemCrossEntropy
@@ -20,12 +22,14 @@ from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy
 
 __all__ = [
     "BootstrappedCrossEntropy",
+    "ClassBalancedCrossEntropy",
     "CrossEntropy",
     "FocalLoss",
     "LossMaxPooling",
     "MedianFrequencyCrossEntropy",
     "OhemCrossEntropy",
     "TiltedCrossEntropy",
+    "effective_number_weights",
     "lmp_weights",
     "loss_max_pooling",
 ]

@@ -1,0 +1,94 @@
+"""Class-balanced cross-entropy: weights from the effective number of samples (Cui et al., CVPR 2019)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from tailseg.losses.common import check_logits_target, float32_forward
+from tailseg.losses.weighted_ce import ClassWeightedLoss, check_class_pixel_counts, weighted_cross_entropy
+
+COUNTS = ("images", "pixels")
+
+
+def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, count: str = "images") -> torch.Tensor:
+    """Class-balanced weights w_c = (1 − β) / (1 − β^{n_c}), scaled so that Σ_c w_c = C' (Cui et al., eq. 3-4).
+
+    E_n = (1 − β^n) / (1 − β) is the effective number of n samples (Cui et al., eq. 3): the expected
+    coverage of n samples of a class whose feature space has volume 1 / (1 − β). The weight is 1 / E_{n_c},
+    normalised so that the weights of the C' classes that occur sum to C' (the paper's normalisation, which
+    keeps the loss's scale that of unweighted cross-entropy). Classes that never occur get weight 0.
+
+    What counts as a sample of class c (`count`):
+    - "images": the training images that contain c (an image is one sample of every class it shows, as an
+      image with several labels in multi-label classification). β then has the paper's scale: 0.9-0.9999.
+    - "pixels": the labelled pixels of c. With 10^6-10^9 pixels per class, β must be within about
+      1 / (pixels of a rare class) of 1 to tell the classes apart, e.g. 1 − 1e-7.
+
+    β^n is computed as exp(n · log β) in float64 (β = 1 − 1e-9 and n = 10^9 are exact to rounding).
+    β = 0 gives equal weights; β → 1 approaches inverse frequency.
+
+    Args:
+        class_pixel_counts: counts[i, c] = pixels of class c in training image i.
+        beta: β in [0, 1).
+        count: "images" or "pixels", see above.
+
+    Returns:
+        (C,) float32 weights.
+
+    Reference:
+        Y. Cui, M. Jia, T.-Y. Lin, Y. Song, S. Belongie, "Class-Balanced Loss Based on Effective Number of
+        Samples", CVPR 2019.
+    """
+    if not 0.0 <= float(beta) < 1.0:
+        raise ValueError(f"effective_number_weights: beta must be in [0, 1), got {beta}")
+    if count not in COUNTS:
+        raise ValueError(f"effective_number_weights: count must be one of {COUNTS}, got {count!r}")
+    counts = check_class_pixel_counts(class_pixel_counts, "effective_number_weights")
+    n = (counts > 0).sum(0).double() if count == "images" else counts.sum(0)
+    present = n > 0
+    if beta == 0.0:
+        inverse_effective = torch.ones_like(n)
+    else:
+        log_beta = torch.log(torch.tensor(float(beta), dtype=torch.float64))
+        # (1 − β) / (1 − β^n) with 1 − β^n = −expm1(n log β): no cancellation for β near 1
+        inverse_effective = -torch.expm1(log_beta) / -torch.expm1(n.clamp_min(1.0) * log_beta)
+    weights = torch.where(present, inverse_effective, 0.0)
+    return (weights * present.sum() / weights.sum()).float()
+
+
+class ClassBalancedCrossEntropy(ClassWeightedLoss):
+    """Cross-entropy weighted by the inverse effective number of samples (Cui et al.), normalised by the weights.
+
+    loss = Σ_i w_{y_i} ce_i / Σ_i w_{y_i} over the valid pixels of the batch (PyTorch's weighted mean), with
+    w from `effective_number_weights` of the training set's class pixel-count table, which
+    `SegmentationModel` passes to `set_class_statistics` at the start of fitting.
+
+    Decision: the batch-level normalisation by Σ w (as `MedianFrequencyCrossEntropy`) rather than Cui et
+    al.'s per-sample sum; the relative weights between classes, which are what the method is about, are the
+    paper's.
+
+    Args:
+        beta: β of the effective number, in [0, 1).
+        count: What a sample of a class is: "images" (default) or "pixels" (see `effective_number_weights`).
+        ignore_index: Label of pixels that are left out.
+
+    Reference:
+        Y. Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.
+    """
+
+    def __init__(self, beta: float = 0.999, count: str = "images", ignore_index: int = 255) -> None:
+        if not 0.0 <= float(beta) < 1.0:
+            raise ValueError(f"ClassBalancedCrossEntropy: beta must be in [0, 1), got {beta}")
+        if count not in COUNTS:
+            raise ValueError(f"ClassBalancedCrossEntropy: count must be one of {COUNTS}, got {count!r}")
+        super().__init__(None, functools.partial(effective_number_weights, beta=float(beta), count=count))
+        self.beta, self.count, self.ignore_index = float(beta), count, ignore_index
+
+    @float32_forward
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_logits_target(logits, target, type(self).__name__)
+        weights = self.weights_for(logits)
+        assert weights is not None
+        return weighted_cross_entropy(logits, target, weights, self.ignore_index)
