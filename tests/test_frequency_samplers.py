@@ -59,9 +59,7 @@ def test_rare_class_falls_back_to_any_image_when_none_has_enough_pixels():
 def test_repeat_factors_hand_worked():
     counts = counts_table()
     # image shares f = (1, 0.5, 0.25, 0); t = 1: class factors (1, sqrt 2, 2); image 4 holds only class 0
-    np.testing.assert_allclose(
-        repeat_factors(counts, 1.0), [math.sqrt(2)] * 4 + [1.0, 2.0, 2.0, 1.0], rtol=1e-12
-    )
+    np.testing.assert_allclose(repeat_factors(counts, 1.0), [math.sqrt(2)] * 4 + [1.0, 2.0, 2.0, 1.0], rtol=1e-12)
     np.testing.assert_allclose(repeat_factors(np.zeros((2, 3), np.int64) + [[1, 0, 0]], 0.5), [1.0, 1.0])
 
 
