@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_step.py --config experiments/synthetic/base.yaml --config experiments/synthetic/lmp.yaml
+	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_sampler.py
 	$(PY) benchmarks/bench_data.py
