@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
@@ -56,10 +57,70 @@ def test_configs_exist():
     assert SYNTHETIC in CONFIGS
 
 
+#: init_args that the tests' overrides shrink (tiny data) or the model adapts (padding to the output stride), so the
+#: built objects do not hold them as the YAML writes them.
+ADAPTED = {"root", "num_images", "height", "width", "pad_to"}
+
+
+def assert_built_as_configured(entry: dict | None, obj, default: str, what: str) -> None:
+    """`obj` is an instance of the YAML entry's class_path (`default` without an entry), and each of the entry's
+    init_args that the object keeps as an attribute of the same name has the YAML's value."""
+    path = (entry or {"class_path": default})["class_path"]
+    if "." in path:  # a full class path: the class itself
+        module, name = path.rsplit(".", 1)
+        expected = isinstance(obj, getattr(importlib.import_module(module), name))
+    else:  # a short name that LightningCLI resolves among the known subclasses
+        expected = type(obj).__name__ == path
+    assert expected, f"{what}: built {type(obj).__module__}.{type(obj).__qualname__}, the YAML asks for {path}"
+    for key, value in ((entry or {}).get("init_args") or {}).items():
+        if key in ADAPTED or not hasattr(obj, key):
+            continue
+        got = getattr(obj, key)
+        if isinstance(got, tuple):
+            got = list(got)
+        if isinstance(value, float):
+            assert got == pytest.approx(value), f"{what}.{key}: built {got!r}, the YAML says {value!r}"
+        else:
+            assert got == value, f"{what}.{key}: built {got!r}, the YAML says {value!r}"
+
+
+def test_built_as_configured_catches_a_different_class_or_argument():
+    from tailseg.losses import LossMaxPooling
+
+    lmp = LossMaxPooling(p=1.3, ratio=0.25)
+    assert_built_as_configured(
+        {"class_path": "tailseg.losses.LossMaxPooling", "init_args": {"p": 1.3}}, lmp, "", "loss"
+    )
+    with pytest.raises(AssertionError, match=r"loss.p: built 1.3, the YAML says 2.0"):
+        assert_built_as_configured(
+            {"class_path": "tailseg.losses.LossMaxPooling", "init_args": {"p": 2.0}}, lmp, "", "loss"
+        )
+    with pytest.raises(AssertionError, match="the YAML asks for tailseg.losses.TiltedCrossEntropy"):
+        assert_built_as_configured(None, lmp, "tailseg.losses.TiltedCrossEntropy", "loss")
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "experiments")))
 def test_every_config_runs_fast_dev_run(config, tmp_path, dataset_roots):
-    main(["fit", "--config", str(config), *overrides_for(config, dataset_roots), "--trainer.fast_dev_run", "true",
-          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    """Each experiment config trains a step and builds what its YAML names: the loss, the sampler, the tiling,
+    the data sets and the callbacks, with the YAML's arguments."""
+    cli = main(["fit", "--config", str(config), *overrides_for(config, dataset_roots), "--trainer.fast_dev_run",
+                "true", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    yaml_config = yaml.safe_load(config.read_text())
+    model, data = yaml_config.get("model", {}), yaml_config["data"]
+    assert_built_as_configured(model.get("loss"), cli.model.loss, "tailseg.losses.CrossEntropy", "model.loss")
+    assert_built_as_configured(model.get("tiling"), cli.model.tiling, "tailseg.inference.Tiling", "model.tiling")
+    assert_built_as_configured(
+        data.get("train_sampler"), cli.datamodule.train_sampler, "tailseg.sampling.UniformSampler", "data.train_sampler"
+    )
+    for split in ("train", "val", "test"):
+        built = getattr(cli.datamodule, f"{split}_set")
+        if data.get(split) is None:
+            assert built is None, f"data.{split}: built {type(built).__name__}, the YAML has none"
+        else:
+            assert_built_as_configured(data[split], built, "", f"data.{split}")
+    built_callbacks = {type(c).__name__ for c in cli.trainer.callbacks}
+    for entry in yaml_config.get("trainer", {}).get("callbacks") or []:
+        assert entry["class_path"].rsplit(".", 1)[-1] in built_callbacks, f"callback {entry['class_path']} not built"
 
 
 def test_print_config_is_a_loadable_config(tmp_path, capsys):

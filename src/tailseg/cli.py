@@ -297,13 +297,17 @@ def default_loggers(root: str) -> list:
     return [csv, wandb]
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None) -> TailsegCLI | None:
     """Entry point of the `tailseg` console script and `python -m tailseg`.
 
     Args:
         args: The command line after `tailseg`. None (the console script) reads `sys.argv` and reports
             configuration errors as one line (unless `TAILSEG_TRACEBACK` is set); a list, from Python,
             lets them propagate as exceptions.
+
+    Returns:
+        For a list of `args` and a training or evaluation subcommand, the CLI that ran it (its `model`,
+        `datamodule` and `trainer` are what the config built); otherwise None.
     """
     argv = list(sys.argv[1:] if args is None else args)
     if not argv:
@@ -330,7 +334,8 @@ def main(args: list[str] | None = None) -> None:
         except SIGTERMException:
             raise SystemExit(PREEMPTED) from None  # the state is saved: a job script can requeue on this status
     else:
-        TailsegCLI(args=argv)
+        return TailsegCLI(args=argv)
+    return None
 
 
 if __name__ == "__main__":
