@@ -60,6 +60,36 @@ def test_intra_class_size_varies():
     assert cars.max() > 10 * cars.min()
 
 
+def test_shade_changes_appearance_only():
+    """Shadows darken and smooth what lies below the sky; labels, sky and unshaded scenes stay as at shade 0."""
+    size = {"num_images": 8, "height": 96, "width": 192, "seed": 2}
+    plain, full, half = (SyntheticStreets("train", shade=s, **size) for s in (0.0, 1.0, 0.5))
+    laplacian = {0.0: [], 1.0: []}
+    shaded_half = 0
+    for i in range(8):
+        mask = plain.load_mask(i)
+        np.testing.assert_array_equal(mask, full.load_mask(i))
+        np.testing.assert_array_equal(mask, half.load_mask(i))
+        sky = mask == CLASS_NAMES.index("sky")
+        a, b = plain.load_image(i).astype(np.float64), full.load_image(i).astype(np.float64)
+        np.testing.assert_array_equal(a[sky], b[sky])  # shadows never fall on the sky
+        assert b[~sky].mean() < a[~sky].mean() - 3  # every scene is shaded at shade 1
+        for shade, image in ((0.0, a), (1.0, b)):
+            grey = image.mean(axis=2)
+            lap = np.abs(4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:])
+            laplacian[shade].append(lap.mean())
+        shaded_half += not np.array_equal(a, half.load_image(i).astype(np.float64))
+    assert np.median(laplacian[1.0]) < 0.95 * np.median(laplacian[0.0])  # textures fade (noise remains)
+    assert 0 < shaded_half < 8  # shade 0.5: some scenes shaded, some not (seed 2: fixed draw)
+    assert plain.cache_key() != full.cache_key() != half.cache_key()
+
+
+@pytest.mark.parametrize("shade", [-0.1, 1.5])
+def test_bad_shade_names_the_field(shade):
+    with pytest.raises(DataError, match="shade"):
+        SyntheticStreets(shade=shade)
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [

@@ -16,6 +16,14 @@ How the benchmark makes imbalance a real problem (see `tailseg.data.synthetic` f
   hang on poles, trains run on rails). Every image gets lighting jitter and sensor noise.
 - Pixels the annotation leaves out are `IGNORE` (255): the ego-vehicle's bonnet, rails and
   unlabelled street clutter, as in Cityscapes' void classes.
+- With `shade > 0`, a share of the scenes gets large soft shadows (`_shade`): inside them the
+  image is blurred, desaturated and darkened, so textures vanish and frequent classes (building
+  and vegetation, sidewalk and road) can be told apart only by shape and context, as in the
+  shaded and distant parts of real street photographs. Without shade, every frequent class is
+  recognisable by its texture alone, which makes re-weighting losses look free on the frequent
+  classes; CamVid shows they are not (BENCHMARKS.md, "Synthetic benchmark against CamVid").
+  Shade changes the appearance only: it draws from its own generator, so the label maps are
+  those of `shade = 0` for the same seed.
 
 Everything is drawn with OpenCV primitives inside object bounding boxes, so one 192x384 scene
 takes a few milliseconds.
@@ -545,13 +553,43 @@ def _objects(c: _Canvas, st: _Street) -> None:
         draw()
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _shade(c: _Canvas, rng: np.random.Generator) -> None:
+    """Cast 1-3 large soft shadows over everything below the sky (appearance only).
+
+    Each shadow is an ellipse with a feathered edge; inside, the image is blurred (sigma 3.5 px at
+    192 rows: window grids, leaf speckle, paving seams and bricks are gone), pulled halfway to grey
+    and darkened to 35-60% of its brightness.
+    """
+    h, w, u = c.h, c.w, c.u
+    mask = np.zeros((h, w), np.float32)
+    for _ in range(rng.integers(1, 4)):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(h * 0.3, h)))
+        axes = (int(w * rng.uniform(0.15, 0.4)), int(h * rng.uniform(0.2, 0.45)))
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 4 * u) * (c.label != SKY)
+    blurred = cv2.GaussianBlur(c.image, (0, 0), 3.5 * u)
+    grey = blurred.mean(axis=2, keepdims=True)
+    shaded = (0.5 * blurred + 0.5 * grey) * rng.uniform(0.35, 0.6)
+    m = mask[..., None]
+    c.image = c.image * (1 - m) + shaded * m
+
+
+def render_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    shade: float = 0.0,
+    look: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one street scene.
 
     Args:
         rng: The random generator that decides everything in the scene (deterministic per seed).
         height: Image height in pixels.
         width: Image width in pixels.
+        shade: Probability that the scene gets soft shadows that hide textures (`_shade`).
+        look: The generator of the shadows (required when `shade > 0`); kept apart from `rng`
+            so that the label map does not depend on `shade`.
 
     Returns:
         image: uint8 array (height, width, 3), RGB.
@@ -565,6 +603,11 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         top = height * rng.uniform(0.86, 0.94)
         bonnet = [(0, height), (width * 0.1, top), (width * 0.9, top), (width, height)]
         c.fill_poly(bonnet, _jitter(rng, (35, 35, 40), 10), IGNORE, noise=5)
+    if shade > 0:
+        if look is None:
+            raise ValueError("render_scene: shade > 0 needs its own generator `look`")
+        if look.random() < shade:
+            _shade(c, look)
     # Lighting and sensor noise over the whole frame.
     gain, bias = rng.uniform(0.75, 1.2), rng.uniform(-20, 20)
     image = c.image * gain + bias + rng.normal(0.0, 6.0, c.image.shape).astype(np.float32)

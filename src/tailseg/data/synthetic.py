@@ -28,10 +28,11 @@ from tailseg.data.scenes import CLASS_NAMES, IGNORE, render_scene
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
-def _render(args: tuple[int, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    seed, split, index, height, width = args
-    rng = np.random.default_rng(np.random.SeedSequence([seed, split, index]))
-    return render_scene(rng, height, width)
+def _render(args: tuple[int, int, int, int, int, float]) -> tuple[np.ndarray, np.ndarray]:
+    seed, split, index, height, width, shade = args
+    sequence = np.random.SeedSequence([seed, split, index])
+    rng, look = np.random.default_rng(sequence), np.random.default_rng(sequence.spawn(1)[0])
+    return render_scene(rng, height, width, shade, look)
 
 
 class SyntheticStreets(SegmentationDataset):
@@ -44,7 +45,12 @@ class SyntheticStreets(SegmentationDataset):
         width: Image width in pixels.
         seed: Seed of the whole benchmark.
         cache_dir: Optional folder for an `.npz` file of the rendered split, reused when the
-            same (split, num_images, size, seed) is asked for again.
+            same (split, num_images, size, seed, shade) is asked for again.
+        shade: Probability that a scene gets large soft shadows in which textures vanish
+            (`tailseg.data.scenes._shade`), so that frequent classes must be told apart by shape
+            and context. 0 (the default) renders the texture-only benchmark; the label maps are
+            the same for every value. The method configs use 0.5 (BENCHMARKS.md, "Synthetic
+            benchmark against CamVid", says why).
     """
 
     def __init__(
@@ -55,15 +61,18 @@ class SyntheticStreets(SegmentationDataset):
         width: int = 384,
         seed: int = 0,
         cache_dir: str | None = None,
+        shade: float = 0.0,
     ) -> None:
         super().__init__(CLASS_NAMES, IGNORE)
+        if not 0.0 <= float(shade) <= 1.0:
+            raise DataError(f"SyntheticStreets: shade must be in [0, 1], got {shade}")
         if split not in SPLITS:
             raise DataError(f"SyntheticStreets: split must be one of {sorted(SPLITS)}, got {split!r}")
         for field, value, low in (("num_images", num_images, 1), ("height", height, 32), ("width", width, 32)):
             if int(value) < low:
                 raise DataError(f"SyntheticStreets: {field} must be >= {low}, got {value}")
         self.split, self.num_images, self.height, self.width, self.seed = split, num_images, height, width, seed
-        self.cache_dir = cache_dir
+        self.cache_dir, self.shade = cache_dir, float(shade)
         self._images: np.ndarray | None = None
         self._masks: np.ndarray | None = None
         self._last: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
@@ -72,13 +81,14 @@ class SyntheticStreets(SegmentationDataset):
         return self.num_images
 
     def cache_key(self) -> str:
-        return f"synthetic-v1-{self.split}-{self.num_images}-{self.height}x{self.width}-seed{self.seed}"
+        shade = f"-shade{self.shade:g}" if self.shade else ""
+        return f"synthetic-v1-{self.split}-{self.num_images}-{self.height}x{self.width}-seed{self.seed}{shade}"
 
     def sample_name(self, index: int) -> str:
         return f"synthetic_{self.split}_{index:06d}"
 
-    def _jobs(self, indices) -> list[tuple[int, int, int, int, int]]:
-        return [(self.seed, SPLITS[self.split], i, self.height, self.width) for i in indices]
+    def _jobs(self, indices) -> list[tuple[int, int, int, int, int, float]]:
+        return [(self.seed, SPLITS[self.split], i, self.height, self.width, self.shade) for i in indices]
 
     def prepare(self, num_workers: int = 1) -> None:
         """Render every scene into memory (in `num_workers` processes), or load them from `cache_dir`."""
