@@ -22,8 +22,8 @@ demo: $(STAMP)
 		$(PY) -m tailseg fit --config experiments/synthetic/$$method.yaml \
 			--trainer.default_root_dir runs/demo/$$method --report_path runs/demo/$$method/report.json || exit 1; \
 	done
-	$(PY) -m tailseg compare $(foreach m,$(DEMO_METHODS),runs/demo/$(m)) --sort frequency --output runs/demo/comparison.md
-	$(PY) -m tailseg.analysis.gains runs/demo --reference $(firstword $(DEMO_METHODS)) --output runs/demo/gains.png
+	$(PY) -m tailseg compare $(foreach m,$(DEMO_METHODS),runs/demo/$(m)) --reference $(firstword $(DEMO_METHODS)) \
+		--sort frequency --output runs/demo/comparison.md --figure runs/demo/gains.png
 	@echo "Demo done: runs/demo/comparison.md, runs/demo/gains.png; notebooks: notebooks/01_per_class_gains.ipynb, notebooks/02_fairness.ipynb (TAILSEG_RUNS=runs/demo)"
 
 test: $(STAMP)

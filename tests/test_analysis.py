@@ -21,7 +21,6 @@ from torch import nn  # noqa: E402
 
 from tailseg import analysis as ta  # noqa: E402
 from tailseg.analysis import wandb_offline  # noqa: E402
-from tailseg.analysis.gains import main as gains_main  # noqa: E402
 from tailseg.analysis.predictions import palette_for  # noqa: E402
 from tailseg.callbacks.wandb_media import WandbMedia  # noqa: E402
 from tailseg.metrics import fairness_report, worst_k_to_match  # noqa: E402
@@ -189,16 +188,6 @@ def test_gain_figure_points_are_the_iou_differences_at_the_pixel_shares(demo_run
     assert table.loc["rider", "gain_std"] == pytest.approx(np.std([10.0, 20.0], ddof=1))
     assert math.isnan(table.loc["bus", "gain"])  # no base IoU
     assert table.loc["road", "gain_std"] == pytest.approx(np.std([0.0, 2.0], ddof=1))
-
-
-def test_gains_entry_point_writes_the_figure(demo_runs, capsys):
-    output = gains_main(
-        [str(demo_runs), "--reference", "base", "--method", "lmp", "--output", str(demo_runs / "g.png")]
-    )
-    assert output == demo_runs / "g.png" and Image.open(output).size[0] > 100
-    assert "gains:" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        gains_main([str(demo_runs), "--method", "focal"])
 
 
 def test_sorted_iou_table_order_and_groups(demo_runs):

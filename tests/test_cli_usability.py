@@ -25,7 +25,7 @@ def tailseg(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_help_lists_every_subcommand(tmp_path, capsys):
-    assert set(TailsegCLI.subcommands()) | {"describe", "compare"} == set(SUBCOMMANDS)
+    assert set(TailsegCLI.subcommands()) | {"describe", "compare", "matrix"} == set(SUBCOMMANDS)
     result = tailseg("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
@@ -41,9 +41,10 @@ def test_help_lists_every_subcommand(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["fit", "--help"], "--trainer.max_steps"),  # LightningCLI's own help
-        (["describe", "--help"], "tailseg describe"),
-        (["compare", "--help"], "--reference"),
+        pytest.param(["fit", "--help"], "--trainer.max_steps", id="fit"),  # LightningCLI's own help
+        pytest.param(["describe", "--help"], "tailseg describe", id="describe"),
+        pytest.param(["compare", "--help"], "--reference", id="compare"),
+        pytest.param(["matrix", "--help"], "--seeds", id="matrix"),
     ],
 )
 def test_each_subcommand_keeps_its_own_help(args, expected, capsys):
@@ -80,8 +81,8 @@ def test_config_error_is_one_line(args, expected, tmp_path):
 def test_unknown_subcommand_is_one_line(tmp_path):
     result = tailseg("fitt", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        "tailseg: error: unknown subcommand 'fitt' (choose from fit, validate, test, predict, describe, compare; "
-        "see tailseg --help)"
+        "tailseg: error: unknown subcommand 'fitt' (choose from fit, validate, test, predict, describe, compare, "
+        "matrix; see tailseg --help)"
     ]
 
 

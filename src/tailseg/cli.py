@@ -1,10 +1,11 @@
-"""The `tailseg` command: LightningCLI's fit/validate/test/predict plus `describe` and `compare`.
+"""The `tailseg` command: LightningCLI's fit/validate/test/predict plus `describe`, `compare` and `matrix`.
 
     tailseg fit --config experiments/synthetic/base.yaml
     tailseg validate --config experiments/synthetic/base.yaml --ckpt_path RUN_DIR/checkpoints/<name>.ckpt
     tailseg predict --config experiments/cityscapes/lmp.yaml --ckpt_path C.ckpt --predict_dir preds/ [--predict_color true]
     tailseg describe --config experiments/synthetic/base.yaml
     tailseg compare runs/synthetic/base runs/synthetic/lmp --sort frequency
+    tailseg matrix experiments/synthetic/base.yaml experiments/synthetic/lmp.yaml --seeds 0 1 2 --out runs/matrix
 
 Long runs (`tailseg.resume`, `experiments/README.md`): `fit` always ends with the final weights in a
 checkpoint (`checkpoints/last.ckpt`, or the file `ModelCheckpoint` saved at the final step) and a
@@ -77,6 +78,7 @@ SUBCOMMANDS = {
     "predict": "run a model over data.predict (or data.val); --predict_dir writes one PNG per image",
     "describe": "class pixel frequencies and image counts of a config's data sets",
     "compare": "per-class IoU, gains and fairness tables of several runs (the papers' tables)",
+    "matrix": "train configs x seeds as separate processes (resumable), then compare them",
 }
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
@@ -327,6 +329,11 @@ def main(args: list[str] | None = None) -> TailsegCLI | None:
         from tailseg.compare import compare_main
 
         compare_main(argv[1:])
+        return
+    if argv[0] == "matrix":
+        from tailseg.matrix import matrix_main
+
+        matrix_main(argv[1:])
         return
     if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
         try:

@@ -4,14 +4,14 @@
   tidy frames: `load_per_class` (run, method, seed, class, iou, pixel_frequency, step) and `load_series`
   (run, method, seed, step, key, value);
 - `aggregate`: per-method means / stds over seeds, class orders, the per-class IoU table;
-- `gains`: per-class gain vs pixel share (LMP paper, Fig. 3), `worst_k_table`; `python -m tailseg.analysis.gains`;
+- `gains`: per-class gain vs pixel share (LMP paper, Fig. 3; `tailseg compare --figure`), `worst_k_table`;
 - `sorted_iou`: IoU sorted by the reference with bottom / top 25 % groups (TCE paper, Table 1);
 - `fairness`: the TCE paper's Table 3, mean ± std over seeds;
 - `evolution`: sampler probabilities and Stochastic TCE weights over the steps;
 - `predictions`: a model's confusion matrix and prediction overlays on fixed images;
 - `wandb_offline`: reading offline W&B run folders.
 
-Names are imported on first use (so that `python -m tailseg.analysis.gains` runs the module once).
+Names are imported on first use (importing the package does not import pandas or matplotlib).
 Functions return a pandas DataFrame or a matplotlib `Figure` (not registered with pyplot: show it by making
 it a notebook cell's value, save it with `figure.savefig`).
 """

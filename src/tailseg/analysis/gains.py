@@ -1,6 +1,6 @@
 """Per-class gain of a method over a reference against the class's pixel share (LMP paper, Fig. 3).
 
-    python -m tailseg.analysis.gains RUNS_DIR [--reference base] [--method lmp ...] [--output gains.png]
+    tailseg compare RUNS_DIR [--reference base] --figure gains.png    # the figure of every method found
 
 The gain of a class is the method's mean IoU minus the reference's mean IoU (IoU points, means over
 each method's runs). The x axis is the class's share of the labelled training pixels, on a log axis:
@@ -10,10 +10,7 @@ worst 7 categories by 5 % each") into a table for the methods compared.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,40 +145,3 @@ def worst_k_table(per_class: pd.DataFrame, reference: str | None = None, steps=(
         table[f"k@{step:g}"] = table[f"k@{step:g}"].astype("Int64")
     table.attrs["reference"] = reference
     return table.set_index("method")
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """`python -m tailseg.analysis.gains`: writes the gain figure and returns its path."""
-    from tailseg.analysis.runs import load_per_class
-
-    parser = argparse.ArgumentParser(prog="python -m tailseg.analysis.gains", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("runs", nargs="+", help="runs folders, run directories or report.json files (NAME=PATH too)")
-    parser.add_argument("--reference", default=None, help="the reference method (default: base, else the first)")
-    parser.add_argument("--method", action="append", default=None, help="a method to show (repeat; default: all)")
-    parser.add_argument("--output", default=None, help="the image to write (default: <first runs folder>/gains.png)")
-    parser.add_argument("--dpi", type=int, default=150)
-    args = parser.parse_args(argv)
-    try:
-        per_class = load_per_class(args.runs)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    if per_class.empty:
-        parser.error(f"no per-class IoU in {', '.join(args.runs)}")
-    try:
-        figure = gain_figure(per_class, args.method, args.reference)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.output:
-        output = Path(args.output)
-    else:
-        first = Path(args.runs[0].split("=", 1)[-1])
-        output = (first if first.is_dir() else first.parent) / "gains.png"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=args.dpi)
-    print(f"gains: {output}")
-    return output
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -7,10 +7,16 @@ A *source* is any of:
 - an offline W&B run folder (`wandb/offline-run-*`, see `tailseg.analysis.wandb_offline`);
 - a folder of any of these at any depth, e.g. `runs/demo` holding `base/version_0/` and `lmp/version_0/`.
 
-`NAME=PATH` names the method of every run under PATH; otherwise a run's method is its folder
-(`runs/demo/lmp/version_3` -> "lmp", as in `tailseg compare`). The CLI's `--report_path` copy of a
+`NAME=PATH` names the method of every run under PATH; otherwise a run's method is its folder above any
+`version_*` and `seed<N>` folders (`runs/demo/lmp/version_3`, `runs/matrix/lmp/seed1/version_0` -> "lmp"). The CLI's `--report_path` copy of a
 report (`runs/demo/lmp/report.json`, the same report as `runs/demo/lmp/version_3/report.json`) is
 recognised and not counted twice. The seed of a run is `seed_everything` of its resolved config.
+
+Seeds: the runs of a method are its seeds. Runs of one method with the same seed are repeats of one
+experiment (a second `make demo`, a run restarted from scratch), and only the newest counts (the one whose
+report or CSV log was written last); runs without a known seed all count. `tailseg compare`, `tailseg
+matrix`, `make demo`, the notebooks and W&B media all find runs here, so the same folders give the same
+runs, seeds and numbers everywhere.
 
 Tidy frames:
 
@@ -98,9 +104,12 @@ def resolve_runs_dir(value: str | os.PathLike | None = None) -> Path:
 
 
 def method_of(run_dir: Path) -> str:
-    """The method of a run directory: its folder, or the parent of a `version_*` folder."""
-    run_dir = Path(run_dir)
-    return run_dir.parent.name if run_dir.name.startswith("version_") else run_dir.name
+    """The method of a run directory: its folder, above any `version_*` and `seed<N>` folders
+    (`runs/demo/lmp/version_3` and `runs/matrix/lmp/seed1/version_0` -> "lmp")."""
+    folder = Path(run_dir)
+    while (folder.name.startswith("version_") or re.fullmatch(r"seed\d+", folder.name)) and folder.parent != folder:
+        folder = folder.parent
+    return folder.name
 
 
 def _read_json(path: Path) -> dict | None:
@@ -236,6 +245,7 @@ def find_runs(*sources) -> list[Run]:
         runs += sorted(found, key=lambda r: _natural(r.name))
     if not runs:
         raise ValueError(f"no runs (report.json, metrics.csv or W&B run folders) found in {', '.join(map(str, flat))}")
+    runs = newest_per_seed(runs)
     seen: dict[str, int] = {}
     for run in runs:  # unique names across sources
         count = seen.get(run.name, 0)
@@ -243,6 +253,27 @@ def find_runs(*sources) -> list[Run]:
         if count:
             run.name = f"{run.name}#{count + 1}"
     return runs
+
+
+def _written(run: Run) -> float:
+    """When the run last wrote its results: the modification time of its report, else of its CSV log."""
+    for path in (run.path / "report.json", run.metrics_csv, run.path):
+        if path is not None and Path(path).exists():
+            return Path(path).stat().st_mtime
+    return 0.0
+
+
+def newest_per_seed(runs: list[Run]) -> list[Run]:
+    """`runs` without the repeats: of the runs with the same method and seed, the newest (`_written`) only.
+    Runs without a seed are all kept; the order of the kept runs is unchanged."""
+    newest: dict[tuple[str, int], Run] = {}
+    for run in runs:
+        if run.seed is None:
+            continue
+        key = (run.method, run.seed)
+        if key not in newest or _written(run) >= _written(newest[key]):
+            newest[key] = run
+    return [run for run in runs if run.seed is None or newest[(run.method, run.seed)] is run]
 
 
 def _run_name(run: Run, root: Path) -> str:
