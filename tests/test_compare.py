@@ -29,7 +29,7 @@ def test_seeds_gains_and_summary(tmp_path):
     lmp1 = write_report(tmp_path / "s1" / "lmp", [90, 72, 10, 30, 34, 80])
     lmp2 = write_report(tmp_path / "s2" / "lmp", [92, 70, 20, 30, 36, 82])
     per_class_frame = load_per_class([str(tmp_path / "base"), str(lmp1), str(lmp2)])
-    per_class, gains, summary = comparison_tables(per_class_frame, sort="frequency")
+    per_class, gains, summary, board = comparison_tables(per_class_frame, sort="frequency")
     assert per_class[1] == ["class", "pixels %", "base", "lmp"] and "base: 1, lmp: 2" in per_class[0]
     assert [row[0] for row in per_class[2]] == ["rider", "bus", "pole", "car", "sky", "road"]  # rarest first
     rider = per_class[2][0]
@@ -41,6 +41,9 @@ def test_seeds_gains_and_summary(tmp_path):
     lmp_miou = [np.mean([90, 72, 10, 30, 34, 80]), np.mean([92, 70, 20, 30, 36, 82])]
     assert rows["mIoU"][2] == f"{np.mean(lmp_miou):.2f} ± {np.std(lmp_miou, ddof=1):.2f}"
     assert rows["worst class"][1] == "0.00"
+    # the leaderboard: best mIoU first, the difference to the reference's mean mIoU
+    assert [row[:2] for row in board[2]] == [["lmp", "2"], ["base", "1"]]
+    assert board[2][0][3] == f"{np.mean(lmp_miou) - np.mean([90, 70, 0, 20, 30, 80]):+.2f}" and board[2][1][3] == ""
 
 
 def test_reference_sorting_and_named_runs(tmp_path):

@@ -16,7 +16,8 @@ Tables (all IoU in %), each built by `tailseg.analysis`:
 2. per-class gain of every method over the reference (LMP paper, Fig. 3 / Table 3; `gain_table`);
 3. summary: mIoU, the five rarest classes' mean IoU, worst class, std across classes, the reference-sorted
    bottom / top 25%, and the 25th / 75th percentile tuples (threshold, mIoU) of the TCE paper's Table 3
-   (`fairness_table`).
+   (`fairness_table`);
+4. leaderboard: the methods as rows, best mIoU first, with the main columns of the summary (`leaderboard`).
 `--figure` also draws the per-class gains against the pixel share (`gain_figure`).
 The reference is `--reference`, else the method named "base", else the first method.
 """
@@ -83,7 +84,31 @@ def comparison_tables(per_class: pd.DataFrame, reference: str | None = None, sor
         (f"Per-class IoU (%), sorted by {by}; seeds per method - {seeds}", ["class", *table.columns], per_class_rows),
         (f"Gain over {reference} (IoU points)", ["class", *others], gains),
         ("Summary (%)", ["metric", *names], summary),
+        leaderboard(per_class, reference),
     ]
+
+
+def leaderboard(per_class: pd.DataFrame, reference: str | None = None) -> Table:
+    """The methods as rows, best mean mIoU first: seeds, mIoU, its difference to the reference, the five rarest
+    classes' mIoU, worst class, std across classes and the reference-sorted bottom 25% (mean ± std over seeds)."""
+    reference = default_reference(per_class, reference)
+    numbers = fairness_table(per_class, reference)
+    text = format_mean_std(numbers, labels=False)
+    base = numbers.loc[reference, ("miou", "mean")]
+    columns = ["miou", "rare5_miou", "worst", "std", "sorted_bottom"]
+    if (text["rare5_miou"] == "n/a").all():
+        columns.remove("rare5_miou")
+    rows = []
+    for method in numbers[("miou", "mean")].sort_values(ascending=False, kind="stable").index:
+        delta = (
+            ""
+            if method == reference
+            else mean_std_text(numbers.loc[method, ("miou", "mean")] - base, None, signed=True)
+        )
+        rows.append([method, str(text.loc[method, "runs"]), text.loc[method, "miou"], delta,
+                     *[text.loc[method, c] for c in columns[1:]]])  # fmt: skip
+    header = ["method", "seeds", LABELS["miou"], f"mIoU − {reference}", *[LABELS[c] for c in columns[1:]]]
+    return (f"Leaderboard (%), by mIoU; mean ± std over seeds, reference {reference}", header, rows)
 
 
 def render(tables: list[Table], fmt: str) -> str:

@@ -27,7 +27,7 @@ Tidy frames:
   keys such as `sampler/p/<class>` (the performance-aware sampler's class probabilities) and
   `tce/w/<class>` (Stochastic TCE's class weights).
 
-Per run the report is preferred, then the CSV log (the last validation), then W&B.
+Per-class numbers come from reports only (finished runs); series come from the CSV log, else from W&B.
 """
 
 from __future__ import annotations
@@ -306,41 +306,17 @@ def read_metrics_csv(path: Path) -> pd.DataFrame:
 
 
 def _per_class_rows(run: Run) -> list[dict]:
+    """The per-class rows of a finished run (one with a report); [] for a run without one."""
+    if run.report is None:
+        return []
     base = {"run": run.name, "method": run.method, "seed": run.seed}
-    if run.report is not None:
-        freq = run.report.get("class_frequency") or {}
-        step = run.report.get("global_step")
-        return [
-            {**base, "class": name, "iou": math.nan if iou is None else float(iou),
-             "pixel_frequency": math.nan if freq.get(name) is None else float(freq[name]), "step": step}
-            for name, iou in run.report["per_class_iou"].items()
-        ]  # fmt: skip
-    prefix = "val/iou/"
-    if run.metrics_csv is not None:
-        frame = read_metrics_csv(run.metrics_csv)
-        columns = [c for c in frame.columns if c.startswith(prefix)]
-        rows = frame.dropna(subset=columns, how="all") if columns else frame.iloc[0:0]
-        if len(rows):
-            last = rows.iloc[-1]
-            classes = _class_order(run, [c[len(prefix) :] for c in columns])
-            step = int(last["step"]) if "step" in last and not pd.isna(last["step"]) else None
-            return [
-                {**base, "class": name, "iou": 100.0 * float(last[prefix + name]), "pixel_frequency": math.nan,
-                 "step": step}
-                for name in classes
-            ]  # fmt: skip
-    if run.wandb_dir is not None:
-        summary = wandb_offline.read_summary(run.wandb_dir)
-        keys = [k for k in summary if k.startswith(prefix)]
-        if keys:
-            step = summary.get("trainer/global_step")
-            classes = _class_order(run, [k[len(prefix) :] for k in keys])
-            return [
-                {**base, "class": name, "iou": 100.0 * wandb_offline.as_float(summary[prefix + name]),
-                 "pixel_frequency": math.nan, "step": step if isinstance(step, int) else None}
-                for name in classes
-            ]  # fmt: skip
-    return []
+    freq = run.report.get("class_frequency") or {}
+    step = run.report.get("global_step")
+    return [
+        {**base, "class": name, "iou": math.nan if iou is None else float(iou),
+         "pixel_frequency": math.nan if freq.get(name) is None else float(freq[name]), "step": step}
+        for name, iou in run.report["per_class_iou"].items()
+    ]  # fmt: skip
 
 
 def _class_order(run: Run, names: list[str]) -> list[str]:
@@ -357,9 +333,13 @@ def _class_order(run: Run, names: list[str]) -> list[str]:
 
 
 def load_per_class(*sources) -> pd.DataFrame:
-    """Per-class IoU of every run of `sources` (paths / NAME=PATH / `Run`s): the tidy frame of the module docs.
+    """Per-class IoU of every finished run of `sources` (paths / NAME=PATH / `Run`s): the tidy frame of the
+    module docs.
 
-    Runs with nothing to read (no report, no validation in the CSV log or W&B) are left out.
+    Only runs with a report count: `tailseg fit` writes it at the end, with the IoU of the final weights.
+    A run without one is unfinished (or failed); its CSV log holds some earlier validation, and mixing those
+    with final numbers would compare different budgets. `describe_runs` lists such runs, `load_series`
+    reads their logs.
     """
     runs = _as_runs(sources[0] if len(sources) == 1 else list(sources))
     rows = [row for run in runs for row in _per_class_rows(run)]

@@ -131,23 +131,6 @@ def read_history(run_dir: Path) -> list[dict]:
     return rows
 
 
-def read_summary(run_dir: Path) -> dict:
-    """The run summary (the last value of every key): `files/wandb-summary.json`, else rebuilt from the log."""
-    path = Path(run_dir) / "files" / "wandb-summary.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    log = _log_file(run_dir)
-    summary: dict = {}
-    if log is None:
-        return summary
-    for record in read_records(log):
-        kind = record.WhichOneof("record_type")
-        items = record.summary.update if kind == "summary" else record.history.item if kind == "history" else []
-        for item in items:
-            _assign(summary, item)
-    return summary
-
-
 def read_config(run_dir: Path) -> dict:
     """The run config (`wandb.config`): `files/config.yaml` (values unwrapped), else rebuilt from the log."""
     path = Path(run_dir) / "files" / "config.yaml"
