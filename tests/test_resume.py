@@ -27,7 +27,10 @@ from conftest import tiny_synthetic_args
 from tailseg.cli import PREEMPTED, main
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {name: ROOT / "experiments" / "synthetic" / f"{name}.yaml" for name in ("base", "base_plus", "stce")}
+CONFIGS = {
+    name: ROOT / "experiments" / "synthetic" / f"{name}.yaml"
+    for name in ("base", "base_plus", "stce", "rare_class", "repeat_factor")
+}
 STEPS = 10
 
 
@@ -106,6 +109,15 @@ def test_resume_from_any_step_reaches_the_uninterrupted_run(config, workers, tmp
     for version, step in enumerate((6, 4), start=1):
         _fit(config, tmp_path / "full", workers, "--ckpt_path", str(_checkpoint(full, step)))
         _assert_same_run(full, tmp_path / "full" / f"version_{version}", step)
+
+
+@pytest.mark.parametrize("config", ["rare_class", "repeat_factor"])
+def test_the_frequency_samplers_resume_exactly(config, tmp_path, one_thread):
+    """The peers' samplers keep the contract: a run resumed inside an epoch reaches the uninterrupted one."""
+    _fit(config, tmp_path / "full", 1)
+    full = tmp_path / "full" / "version_0"
+    _fit(config, tmp_path / "full", 1, "--ckpt_path", str(_checkpoint(full, 6)))
+    _assert_same_run(full, tmp_path / "full" / "version_1", 6)
 
 
 def test_the_stream_state_names_the_position_in_the_epoch(tmp_path, one_thread):
