@@ -94,10 +94,10 @@ def test_inverse_frequency_weights_hand_computed_mean_one_over_present_classes()
 @pytest.mark.parametrize(
     ("counts", "message"),
     [
-        ([1, 2, 3], "2-D"),
-        ([[1, -2]], "non-negative"),
-        ([[0, 0]], "no labelled pixel"),
-        ([[1.0, float("nan")]], "non-finite"),
+        pytest.param([1, 2, 3], "2-D", id="not-2d"),
+        pytest.param([[1, -2]], "non-negative", id="negative-count"),
+        pytest.param([[0, 0]], "no labelled pixel", id="all-zero"),
+        pytest.param([[1.0, float("nan")]], "non-finite", id="nan-count"),
     ],
 )
 def test_invalid_count_tables_raise(counts, message):
@@ -391,6 +391,23 @@ def test_bf16_logits_give_a_float32_loss_close_to_float32(index):
         (lambda: MedianFrequencyCrossEntropy(weights=[]), "weights must be a non-empty list"),
         (lambda: ClassBalancedCrossEntropy(beta=1.0), r"beta must be in \[0, 1\), got 1.0"),
         (lambda: ClassBalancedCrossEntropy(count="boxes"), "count must be one of.*'boxes'"),
+    ],
+    ids=[
+        "focal-negative-gamma",
+        "focal-nan-gamma",
+        "focal-unknown-alpha",
+        "focal-negative-alpha",
+        "ohem-threshold-zero",
+        "ohem-threshold-above-one",
+        "ohem-min-kept-zero",
+        "bootstrap-k-zero",
+        "bootstrap-ratio-zero",
+        "bootstrap-ratio-above-one",
+        "bootstrap-neither-k-nor-ratio",
+        "bootstrap-both-k-and-ratio",
+        "median-frequency-empty-weights",
+        "class-balanced-beta-one",
+        "class-balanced-unknown-count",
     ],
 )
 def test_invalid_arguments_raise_naming_the_field(factory, message):

@@ -80,7 +80,7 @@ def test_camvid_cache_key_follows_the_file_list(camvid):
     assert CamVid(str(camvid), "train").cache_key() != train.cache_key()
 
 
-@pytest.mark.parametrize("value", [12, 255])
+@pytest.mark.parametrize("value", [12, 255], ids=["label-12-past-void", "label-255-not-void"])
 def test_camvid_bad_label_names_the_file_and_values(camvid, value):
     ds = CamVid(str(camvid), "val")
     path = ds.mask_paths[1]

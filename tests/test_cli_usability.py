@@ -65,8 +65,8 @@ def test_each_subcommand_keeps_its_own_help(args, expected, capsys):
         (["--model.loss", "tailseg.losses.Nope"], ["model.loss", "tailseg.losses.Nope"]),
         (["--config", "missing.yaml"], ["config", "missing.yaml"]),
     ],
-    ids=["batch_size_0", "output_stride_5", "num_images_-3", "batch_size_abc", "unknown_key", "loss_class",
-         "missing_config"],
+    ids=["batch-size-zero", "output-stride-5", "num-images-negative", "batch-size-not-int", "unknown-key",
+         "unknown-loss-class", "missing-config"],
 )  # fmt: skip
 def test_config_error_is_one_line(args, expected, tmp_path):
     result = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--trainer.default_root_dir",

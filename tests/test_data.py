@@ -101,6 +101,8 @@ def test_datamodule_batches_and_links():
     "kwargs, field",
     [({"batch_size": 0}, "batch_size"), ({"crop_size": (4, 64)}, "crop_size"), ({"scale_range": (1.5, 0.5)}, "scale_range"),
      ({"num_workers": -1}, "num_workers"), ({"eval_batch_size": 0}, "eval_batch_size")],
+    ids=["batch-size-zero", "crop-size-too-small", "scale-range-reversed", "num-workers-negative",
+         "eval-batch-size-zero"],
 )  # fmt: skip
 def test_config_values_out_of_range(kwargs, field):
     images, masks = _arrays()

@@ -120,7 +120,11 @@ def test_cityscapes_coarse_train_extra(tmp_path):
         Cityscapes(str(root), "train_extra")
 
 
-@pytest.mark.parametrize(("kind", "value"), [("labelIds", 200), ("labelIds", 34), ("labelTrainIds", 19)])
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("labelIds", 200), ("labelIds", 34), ("labelTrainIds", 19)],
+    ids=["label-ids-200", "label-ids-34-past-last", "train-ids-19-past-last"],
+)
 def test_cityscapes_bad_mask_value_names_the_file(tmp_path, kind, value):
     root = write_cityscapes(tmp_path, splits=("train",), images_per_split=1, train_ids=kind == "labelTrainIds")
     path = _cs_mask_path(root, "train", "aachen_000000_000019", kind)

@@ -34,7 +34,13 @@ def _shards(n: int, replicas: int) -> list[list[int]]:
 # --- the sampler --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, replicas", [(0, 2), (1, 1), (5, 1), (5, 2), (7, 3), (9, 4), (10, 4), (8, 8), (101, 8)])
+@pytest.mark.parametrize(
+    "n, replicas",
+    [
+        pytest.param(n, replicas, id=f"{n}-images-{replicas}-ranks")
+        for n, replicas in [(0, 2), (1, 1), (5, 1), (5, 2), (7, 3), (9, 4), (10, 4), (8, 8), (101, 8)]
+    ],
+)
 def test_shards_are_disjoint_cover_every_image_once_and_balance(n, replicas):
     shards = _shards(n, replicas)
     seen = [i for shard in shards for i in shard]
@@ -45,7 +51,10 @@ def test_shards_are_disjoint_cover_every_image_once_and_balance(n, replicas):
     assert all(shard == list(range(r, n, replicas)) for r, shard in enumerate(shards))  # strided
 
 
-@pytest.mark.parametrize("n, replicas", [(1, 2), (3, 4), (5, 8)])
+@pytest.mark.parametrize(
+    "n, replicas",
+    [pytest.param(n, replicas, id=f"{n}-images-{replicas}-ranks") for n, replicas in [(1, 2), (3, 4), (5, 8)]],
+)
 def test_fewer_images_than_ranks_fail_on_every_rank(n, replicas):
     """A rank without images would leave the others waiting at the epoch-end sync: every rank refuses alike."""
     for rank in range(replicas):

@@ -209,15 +209,15 @@ def test_bad_fraction(fraction):
 @pytest.mark.parametrize(
     ("iou", "reference", "match"),
     [
-        ([], None, "at least one class"),
-        ([float("nan"), float("nan")], None, "at least one class"),
-        ([0.1, 0.2], [float("nan"), float("nan")], "at least one class"),
-        ([0.1, 0.2], [0.1, 0.2, 0.3], "same number of classes"),
-        ([[0.1, 0.2], [0.3, 0.4]], None, "1-D"),
-        (0.5, None, "1-D"),
-        ([0.1, 0.2], [[0.1, 0.2]], "1-D"),
-        ([0.1, float("inf")], None, "finite"),
-        ([0.1, float("nan")], [float("nan"), 0.2], "in both"),
+        pytest.param([], None, "at least one class", id="empty"),
+        pytest.param([float("nan"), float("nan")], None, "at least one class", id="all-nan"),
+        pytest.param([0.1, 0.2], [float("nan"), float("nan")], "at least one class", id="reference-all-nan"),
+        pytest.param([0.1, 0.2], [0.1, 0.2, 0.3], "same number of classes", id="reference-length-differs"),
+        pytest.param([[0.1, 0.2], [0.3, 0.4]], None, "1-D", id="iou-2d"),
+        pytest.param(0.5, None, "1-D", id="iou-scalar"),
+        pytest.param([0.1, 0.2], [[0.1, 0.2]], "1-D", id="reference-2d"),
+        pytest.param([0.1, float("inf")], None, "finite", id="iou-infinite"),
+        pytest.param([0.1, float("nan")], [float("nan"), 0.2], "in both", id="no-class-valid-in-both"),
     ],
 )
 def test_bad_iou(iou, reference, match):
@@ -273,15 +273,15 @@ def test_worst_k_lmp_paper():
 @pytest.mark.parametrize(
     ("base", "target", "step", "match"),
     [
-        ([0.1, 0.2], 0.3, 0.0, "step"),
-        ([0.1, 0.2], 0.3, -0.1, "step"),
-        ([0.1, 0.2], 0.3, float("nan"), "step"),
-        ([0.1, 0.2], 0.3, float("inf"), "step"),
-        ([0.1, 0.2], float("nan"), 0.1, "target"),
-        ([], 0.3, 0.1, "at least one class"),
-        ([float("nan")], 0.3, 0.1, "at least one class"),
-        ([[0.1, 0.2]], 0.3, 0.1, "1-D"),
-        ([0.1, 0.2], 0.5, 0.1, "out of reach"),
+        pytest.param([0.1, 0.2], 0.3, 0.0, "step", id="step-zero"),
+        pytest.param([0.1, 0.2], 0.3, -0.1, "step", id="step-negative"),
+        pytest.param([0.1, 0.2], 0.3, float("nan"), "step", id="step-nan"),
+        pytest.param([0.1, 0.2], 0.3, float("inf"), "step", id="step-infinite"),
+        pytest.param([0.1, 0.2], float("nan"), 0.1, "target", id="target-nan"),
+        pytest.param([], 0.3, 0.1, "at least one class", id="base-empty"),
+        pytest.param([float("nan")], 0.3, 0.1, "at least one class", id="base-all-nan"),
+        pytest.param([[0.1, 0.2]], 0.3, 0.1, "1-D", id="base-2d"),
+        pytest.param([0.1, 0.2], 0.5, 0.1, "out of reach", id="target-out-of-reach"),
     ],
 )
 def test_worst_k_bad_inputs(base, target, step, match):

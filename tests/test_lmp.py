@@ -336,8 +336,8 @@ def test_empty_last_dimension():
 # ------------------------------------------------------------------------------------ autograd and dtypes
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("p", P_VALUES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("p", P_VALUES, ids=lambda p: f"p-{p:g}")
 def test_gradient_is_the_weights_exactly(p, dtype):
     g = torch.Generator().manual_seed(7)
     losses = (torch.rand(3, 11, generator=g) * 4).to(dtype).requires_grad_(True)
@@ -348,7 +348,7 @@ def test_gradient_is_the_weights_exactly(p, dtype):
     assert not lmp_weights(losses, p, 3.5, valid).requires_grad
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 def test_low_precision_inputs_compute_in_float32(dtype):
     g = torch.Generator().manual_seed(8)
     full = torch.rand(2, 20, generator=g) * 3
@@ -367,14 +367,14 @@ def test_low_precision_inputs_compute_in_float32(dtype):
 @pytest.mark.parametrize(
     ("kwargs", "shown"),
     [
-        ({"p": 0.5}, "0.5"),
-        ({"p": math.nan}, "nan"),
-        ({"m": 0.5}, "0.5"),
-        ({"m": torch.tensor([2.0, 0.25])}, "0.25"),
-        ({"m": math.nan}, "nan"),
-        ({"losses": torch.tensor([[1.0, -1.5, 2.0], [1.0, 1.0, 1.0]])}, "-1.5"),
-        ({"losses": torch.tensor([[1.0, math.inf, 2.0], [1.0, 1.0, 1.0]])}, "inf"),
-        ({"losses": torch.tensor([[1.0, math.nan, 2.0], [1.0, 1.0, 1.0]])}, "nan"),
+        pytest.param({"p": 0.5}, "0.5", id="p-below-one"),
+        pytest.param({"p": math.nan}, "nan", id="p-nan"),
+        pytest.param({"m": 0.5}, "0.5", id="m-below-one"),
+        pytest.param({"m": torch.tensor([2.0, 0.25])}, "0.25", id="m-row-below-one"),
+        pytest.param({"m": math.nan}, "nan", id="m-nan"),
+        pytest.param({"losses": torch.tensor([[1.0, -1.5, 2.0], [1.0, 1.0, 1.0]])}, "-1.5", id="loss-negative"),
+        pytest.param({"losses": torch.tensor([[1.0, math.inf, 2.0], [1.0, 1.0, 1.0]])}, "inf", id="loss-infinite"),
+        pytest.param({"losses": torch.tensor([[1.0, math.nan, 2.0], [1.0, 1.0, 1.0]])}, "nan", id="loss-nan"),
     ],
 )
 def test_invalid_inputs_raise(kwargs, shown):

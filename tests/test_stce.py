@@ -181,6 +181,8 @@ def test_state_dict_round_trip():
      ({"gamma": math.nan}, "gamma"), ({"t": math.inf}, "tilt t must be a finite number, got inf"),
      ({"loss": math.nan}, "batch loss L_B must be a finite number, got nan"), ({"c": 3}, "class 3 is not a class"),
      ({"c": -1}, "class -1 is not a class"), ({"loss": 1e308, "t": 10.0}, "t · L_B must be a finite number")],
+    ids=["gamma-zero", "gamma-above-one", "gamma-nan", "tilt-infinite", "loss-nan", "class-too-large",
+         "class-negative", "tilt-times-loss-overflows"],
 )  # fmt: skip
 def test_bad_update_inputs(kwargs, message):
     sampler = TiltedClassSampler(counts_table(), batch_size=2)

@@ -93,10 +93,10 @@ def test_bad_shade_names_the_field(shade):
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        ({"split": "dev"}, "split"),
-        ({"num_images": 0}, "num_images"),
-        ({"height": 8}, "height"),
-        ({"width": 0}, "width"),
+        pytest.param({"split": "dev"}, "split", id="unknown-split"),
+        pytest.param({"num_images": 0}, "num_images", id="num-images-zero"),
+        pytest.param({"height": 8}, "height", id="height-too-small"),
+        pytest.param({"width": 0}, "width", id="width-zero"),
     ],
 )
 def test_bad_parameters_name_the_field(kwargs, field):

@@ -75,8 +75,21 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("size", [(37, 101), (64, 64), (1, 7), (4, 3)])
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def config_id(config: dict) -> str:
+    """A test id such as `slide-crop-size-10x12-stride-7x5-batch-size-4`: the mode, then each other argument."""
+    parts = [config["mode"]]
+    for key, value in config.items():
+        if key != "mode":
+            parts += [key.replace("_", "-"), "x".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+    return "-".join(parts)
+
+
+def size_id(size: tuple[int, int]) -> str:
+    return "x".join(map(str, size))
+
+
+@pytest.mark.parametrize("size", [(37, 101), (64, 64), (1, 7), (4, 3)], ids=size_id)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_every_mode_equals_whole_for_a_pointwise_model(size, config):
     model, x = pointwise_model(), images(2, *size)
     with torch.no_grad():
@@ -87,7 +100,7 @@ def test_every_mode_equals_whole_for_a_pointwise_model(size, config):
     assert torch.allclose(got, expected, rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("size", [(1, 7), (4, 3)])
+@pytest.mark.parametrize("size", [(1, 7), (4, 3)], ids=size_id)
 def test_one_pixel_windows(size):
     model, x = pointwise_model(), images(2, *size)
     with torch.no_grad():
@@ -195,6 +208,7 @@ def test_efficient_splits_at_the_documented_columns():
         # default tiles (5) and overlap (200) on a narrow image: every tile is the whole image
         (10, 5, 200, [0] * 10, [10] * 10),
     ],
+    ids=["even-overlap", "odd-overlap", "overlap-wider-than-tiles", "default-tiles-narrow-image"],
 )
 def test_optimized_takes_each_half_of_an_overlap_from_its_side(width, tiles, overlap, starts, widths):
     out = predict_optimized(local_coords, torch.zeros(1, 3, 2, width), tiles=tiles, overlap=overlap, batch_size=2)
@@ -223,15 +237,18 @@ def test_slide_shrinks_a_crop_larger_than_the_image():
 # ---------------------------------------------------------------------------------------------------- batching, memory
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 5])
+@pytest.mark.parametrize("batch_size", [1, 2, 5], ids=lambda b: f"batch-size-{b}")
 @pytest.mark.parametrize(
     ("config", "max_h", "max_w"),
     [
-        (dict(mode="efficient"), 37, math.ceil(101 / 5)),
-        (dict(mode="efficient", tiles=3), 37, math.ceil(101 / 3)),
-        (dict(mode="optimized", overlap=7), 37, math.ceil(101 / 5) + 7),
-        (dict(mode="optimized", tiles=4, overlap=30), 37, math.ceil(101 / 4) + 30),
-        (dict(mode="slide", crop_size=(16, 20), stride=(9, 11)), 16, 20),
+        pytest.param(config, max_h, max_w, id=config_id(config))
+        for config, max_h, max_w in [
+            (dict(mode="efficient"), 37, math.ceil(101 / 5)),
+            (dict(mode="efficient", tiles=3), 37, math.ceil(101 / 3)),
+            (dict(mode="optimized", overlap=7), 37, math.ceil(101 / 5) + 7),
+            (dict(mode="optimized", tiles=4, overlap=30), 37, math.ceil(101 / 4) + 30),
+            (dict(mode="slide", crop_size=(16, 20), stride=(9, 11)), 16, 20),
+        ]
     ],
 )
 def test_inputs_are_bounded_by_one_tile_batch(config, max_h, max_w, batch_size):
@@ -315,19 +332,19 @@ def test_pad_to_pads_with_zeros_at_the_bottom_right():
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        (dict(mode="tiled"), "mode"),
-        (dict(tiles=0), "tiles"),
-        (dict(tiles=2.5), "tiles"),
-        (dict(tiles="5"), "tiles"),
-        (dict(overlap=-1), "overlap"),
-        (dict(mode="slide"), "crop_size"),
-        (dict(mode="slide", crop_size=(0, 5)), r"crop_size\[0\]"),
-        (dict(mode="slide", crop_size=(5, -1)), r"crop_size\[1\]"),
-        (dict(mode="slide", crop_size=(5,)), "crop_size"),
-        (dict(mode="slide", crop_size=(8, 8), stride=(0, 4)), r"stride\[0\]"),
-        (dict(mode="slide", crop_size=(8, 8), stride=(4, 9)), "stride"),
-        (dict(batch_size=0), "batch_size"),
-        (dict(pad_to=0), "pad_to"),
+        pytest.param(dict(mode="tiled"), "mode", id="mode-unknown"),
+        pytest.param(dict(tiles=0), "tiles", id="tiles-zero"),
+        pytest.param(dict(tiles=2.5), "tiles", id="tiles-fractional"),
+        pytest.param(dict(tiles="5"), "tiles", id="tiles-string"),
+        pytest.param(dict(overlap=-1), "overlap", id="overlap-negative"),
+        pytest.param(dict(mode="slide"), "crop_size", id="slide-without-crop-size"),
+        pytest.param(dict(mode="slide", crop_size=(0, 5)), r"crop_size\[0\]", id="crop-height-zero"),
+        pytest.param(dict(mode="slide", crop_size=(5, -1)), r"crop_size\[1\]", id="crop-width-negative"),
+        pytest.param(dict(mode="slide", crop_size=(5,)), "crop_size", id="crop-size-one-value"),
+        pytest.param(dict(mode="slide", crop_size=(8, 8), stride=(0, 4)), r"stride\[0\]", id="stride-height-zero"),
+        pytest.param(dict(mode="slide", crop_size=(8, 8), stride=(4, 9)), "stride", id="stride-wider-than-crop"),
+        pytest.param(dict(batch_size=0), "batch_size", id="batch-size-zero"),
+        pytest.param(dict(pad_to=0), "pad_to", id="pad-to-zero"),
     ],
 )
 def test_bad_arguments_name_the_field(kwargs, field):

@@ -267,7 +267,7 @@ def test_all_ignored_batch_is_zero_with_zero_gradient(level, t):
 
 
 @pytest.mark.parametrize("level", ["image", "class"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
 def test_low_precision_logits(level, dtype):
     logits, target = example_batch(torch.float32)
     low = logits.to(dtype).requires_grad_(True)
