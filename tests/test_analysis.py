@@ -83,6 +83,21 @@ def test_per_class_from_a_runs_folder_counts_every_run_once(demo_runs):
     np.testing.assert_array_equal(lmp1["iou"].to_numpy(), values(LMP_SEEDS[2]))
 
 
+def test_report_copies_stay_with_their_own_runs_in_a_matrix_layout(tmp_path):
+    """`tailseg matrix` leaves OUT/<method>/seed<S>/report.json beside version_0/; the copy of one method's report
+    (recorded before the folder was moved) must not be given to another method's unfinished run."""
+    out = tmp_path / "matrix"
+    report = write_report(out / "stce" / "seed0" / "version_0", [90, 70, 0, 20, 30, 80], seed=0)
+    report["run_dir"] = "elsewhere/stce/seed0/version_0"  # the runs were moved after they finished
+    for folder in (out / "stce" / "seed0", out / "stce" / "seed0" / "version_0"):  # the run's report and its copy
+        (folder / "report.json").write_text(json.dumps(report))
+    write_csv(out / "median_freq" / "seed0" / "version_0", [{"epoch": 0, "step": 4, "train/loss": 2.5}])
+    frame = ta.load_per_class(out)
+    assert frame["run"].unique().tolist() == ["stce/seed0/version_0"]
+    listed = ta.describe_runs(out).set_index("run")
+    assert listed.loc["median_freq/seed0/version_0", "sources"] == "csv"
+
+
 def test_per_class_from_a_report_file_and_a_run_dir_and_named_sources(demo_runs):
     one = ta.load_per_class(demo_runs / "lmp" / "version_0" / "report.json")
     assert one["run"].unique().tolist() == ["lmp/version_0"] and one["method"].unique().tolist() == ["lmp"]

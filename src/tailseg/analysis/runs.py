@@ -196,7 +196,10 @@ def _runs_in(path: Path, method: str | None) -> list[Run]:
             continue
         runs[wandb_run] = Run("", method or _wandb_method(wandb_run, owner), wandb_run, wandb_dir=wandb_run)
 
-    # The --report_path copy of a report is the report of a run directory found as well: drop or merge it.
+    # The --report_path copy of a report is the report of a run directory found as well: drop it when that run
+    # holds the same report, or give it to that run when the run has none. A run without a report takes a copy
+    # only from the folder right above it (`default_root_dir/report.json` for `default_root_dir/version_N`):
+    # matching recorded paths alone would confuse `a/seed0/version_0` with `b/seed0/version_0`.
     for folder, run in list(runs.items()):
         if run.report is None or run.metrics_csv is not None or run.wandb_dir is not None:
             continue
@@ -206,7 +209,11 @@ def _runs_in(path: Path, method: str | None) -> list[Run]:
             if other.report == run.report:
                 del runs[folder]
                 break
-            if other.report is None and _same_dir(run.report.get("run_dir"), other_folder):
+            if (
+                other.report is None
+                and other_folder.parent == folder
+                and _same_dir(run.report.get("run_dir"), other_folder)
+            ):
                 other.report = run.report
                 del runs[folder]
                 break
