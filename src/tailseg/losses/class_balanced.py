@@ -6,8 +6,7 @@ import functools
 
 import torch
 
-from tailseg.losses.common import check_logits_target, float32_forward
-from tailseg.losses.weighted_ce import ClassWeightedLoss, check_class_pixel_counts, weighted_cross_entropy
+from tailseg.losses.weighted_ce import WeightedCrossEntropy, check_class_pixel_counts
 
 COUNTS = ("images", "pixels")
 
@@ -58,7 +57,7 @@ def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, coun
     return (weights * present.sum() / weights.sum()).float()
 
 
-class ClassBalancedCrossEntropy(ClassWeightedLoss):
+class ClassBalancedCrossEntropy(WeightedCrossEntropy):
     """Cross-entropy weighted by the inverse effective number of samples (Cui et al.), normalised by the weights.
 
     loss = Σ_i w_{y_i} ce_i / Σ_i w_{y_i} over the valid pixels of the batch (PyTorch's weighted mean), with
@@ -83,12 +82,6 @@ class ClassBalancedCrossEntropy(ClassWeightedLoss):
             raise ValueError(f"ClassBalancedCrossEntropy: beta must be in [0, 1), got {beta}")
         if count not in COUNTS:
             raise ValueError(f"ClassBalancedCrossEntropy: count must be one of {COUNTS}, got {count!r}")
-        super().__init__(None, functools.partial(effective_number_weights, beta=float(beta), count=count))
-        self.beta, self.count, self.ignore_index = float(beta), count, ignore_index
-
-    @float32_forward
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target(logits, target, type(self).__name__)
-        weights = self.weights_for(logits)
-        assert weights is not None
-        return weighted_cross_entropy(logits, target, weights, self.ignore_index)
+        super().__init__(None, functools.partial(effective_number_weights, beta=float(beta), count=count), "weights",
+                         ignore_index)  # fmt: skip
+        self.beta, self.count = float(beta), count

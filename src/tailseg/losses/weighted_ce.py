@@ -1,8 +1,9 @@
 """Cross-entropy with inverse median frequency class weights (Eigen & Fergus; [12] of the LMP paper).
 
 Also holds what the class-weighted losses share: the check of the (N, C) class pixel-count table that
-reaches a loss through `set_class_statistics`, and `ClassWeightedLoss`, the base class that keeps the
-per-class weights (fixed at construction, or derived from that table) as a buffer.
+reaches a loss through `set_class_statistics`, `ClassWeightedLoss`, the base class that keeps the
+per-class weights (fixed at construction, or derived from that table) as a buffer, and `WeightedCrossEntropy`,
+the forward of the class-weighted cross-entropies (this one and `ClassBalancedCrossEntropy`).
 """
 
 from __future__ import annotations
@@ -191,7 +192,32 @@ class ClassWeightedLoss(nn.Module):
         )
 
 
-class MedianFrequencyCrossEntropy(ClassWeightedLoss):
+class WeightedCrossEntropy(ClassWeightedLoss):
+    """Cross-entropy weighted per class, normalised by the weights: the forward of the class-weighted CE losses.
+
+    loss = sum_i w_{y_i} ce_i / sum_i w_{y_i} over the valid pixels of the batch (`weighted_cross_entropy`).
+    Subclasses say where the weights come from (`ClassWeightedLoss`).
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] | None,
+        from_counts: Callable[[torch.Tensor], torch.Tensor] | None,
+        field: str = "weights",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(weights, from_counts, field)
+        self.ignore_index = ignore_index
+
+    @float32_forward
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_logits_target(logits, target, type(self).__name__)
+        weights = self.weights_for(logits)
+        assert weights is not None
+        return weighted_cross_entropy(logits, target, weights, self.ignore_index)
+
+
+class MedianFrequencyCrossEntropy(WeightedCrossEntropy):
     """Cross-entropy weighted by inverse median frequency (Eigen & Fergus), normalised by the weights.
 
     loss = sum_i w_{y_i} ce_i / sum_i w_{y_i} over the valid pixels of the batch (PyTorch's weighted mean),
@@ -212,12 +238,4 @@ class MedianFrequencyCrossEntropy(ClassWeightedLoss):
     """
 
     def __init__(self, ignore_index: int = 255, weights: list[float] | None = None) -> None:
-        super().__init__(weights, median_frequency_weights, field="weights")
-        self.ignore_index = ignore_index
-
-    @float32_forward
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target(logits, target, type(self).__name__)
-        weights = self.weights_for(logits)
-        assert weights is not None
-        return weighted_cross_entropy(logits, target, weights, self.ignore_index)
+        super().__init__(weights, median_frequency_weights, "weights", ignore_index)
