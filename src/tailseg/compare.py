@@ -33,15 +33,13 @@ import pandas as pd
 from tailseg.analysis.aggregate import (
     class_order,
     default_reference,
-    iou_by_run,
-    mean_iou,
     mean_std_text,
     methods,
     per_class_table,
     seed_counts,
 )
 from tailseg.analysis.fairness import LABELS, fairness_table, format_mean_std
-from tailseg.analysis.gains import gain_figure
+from tailseg.analysis.gains import gain_figure, gain_table
 from tailseg.analysis.runs import load_per_class
 
 Table = tuple[str, list[str], list[list[str]]]
@@ -63,15 +61,11 @@ def comparison_tables(per_class: pd.DataFrame, reference: str | None = None, sor
 
     order = class_order(per_class, sort, reference)
     others = [m for m in names if m != reference]
-    base = mean_iou(per_class)[reference]
-    gains = []
-    for name in order:
-        row = [name]
-        for method in others:
-            runs = iou_by_run(per_class, method)[name].dropna() - base[name]
-            std = runs.std(ddof=1) if len(runs) > 1 else None
-            row.append(mean_std_text(runs.mean() if len(runs) else None, std, signed=True))
-        gains.append(row)
+    tables = {method: gain_table(per_class, method, reference) for method in others}
+    gains = [
+        [name, *(mean_std_text(t.loc[name, "gain"], t.loc[name, "gain_std"], signed=True) for t in tables.values())]
+        for name in order
+    ]
 
     fairness = format_mean_std(fairness_table(per_class, reference), labels=False).drop(columns="runs")
     summary = [
