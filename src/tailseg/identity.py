@@ -1,0 +1,109 @@
+"""What a run is: the fingerprint of the config fields that define its method.
+
+Two runs are the same experiment when the fields that decide what is trained and how it is scored are
+equal; everything else (where logs go, how many loader workers read the images, whether the network is
+compiled) may differ. `method_fields(config)` picks those fields out of a resolved config (the dict of
+`config.yaml`, or `report.json`'s `config`) as a flat `{dotted.key: value}` mapping, and `fingerprint`
+hashes them. A report and a checkpoint carry both (`ReportWriter`), so that
+
+- `--ckpt_path last` resumes only a checkpoint of the same experiment (`differences` names what differs),
+- `tailseg matrix` sees that a config changed since its run finished,
+- the analysis compares like with like.
+
+The fields (decisions):
+
+- in: `seed_everything`; all of `model` (the network, the loss, the optimiser and its schedule, tiling);
+  all of `data` (the data sets with their arguments, crops, scales, batch size, the sampler); the
+  training length and what shapes each update (`trainer.max_steps`, `max_epochs`,
+  `accumulate_grad_batches`, `gradient_clip_val`, `gradient_clip_algorithm`); the tailseg callbacks of
+  `trainer.callbacks` (the feedback that drives a sampler or a tilt is part of the method);
+- out: where things go and how fast they run - every `root` of a data set (the same images may live in
+  another folder on another machine), `data.num_workers`, `data.stats_cache_dir`, `data.eval_batch_size`,
+  the evaluation-only sets `data.test` and `data.predict`, `model.compile`, `model.channels_last`, every
+  other `trainer` field (devices, precision, logging, checkpointing, validation cadence), `ckpt_path`,
+  `report_path` and the prediction options. Precision and devices are out so that a run can be resumed on
+  other hardware; that they change numerics is the user's call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+#: Trainer fields that shape the training itself.
+TRAINER_FIELDS = ("max_steps", "max_epochs", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm")
+
+#: Dotted keys left out of the fingerprint (besides every data set's `root`; see the module docs).
+EXCLUDED = ("data.num_workers", "data.stats_cache_dir", "data.eval_batch_size", "data.test", "data.predict",
+            "model.compile", "model.channels_last")  # fmt: skip
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping) and value:
+        for key in sorted(value):
+            _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, (list, tuple)) and value and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        for index, item in enumerate(value):
+            _flatten(item, f"{prefix}.{index}", out)
+    else:
+        out[prefix] = list(value) if isinstance(value, tuple) else value
+
+
+def _excluded(key: str) -> bool:
+    parts = key.split(".")
+    if parts[0] == "data" and parts[-1] == "root":
+        return True
+    return any(key == skip or key.startswith(skip + ".") for skip in EXCLUDED)
+
+
+def _callbacks(callbacks: Any) -> list:
+    """The tailseg callbacks of `trainer.callbacks` (Lightning's own, e.g. ModelCheckpoint, only log or save)."""
+    if callbacks is None:
+        return []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    return [c for c in callbacks if isinstance(c, Mapping) and str(c.get("class_path", "")).startswith("tailseg.")]
+
+
+def method_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a resolved config that define the experiment, flat (`{"model.loss.class_path": ..., ...}`).
+
+    Args:
+        config: A resolved config as a nested dict (`config.yaml`, `report.json`'s `config`).
+    """
+    picked: dict[str, Any] = {
+        "seed_everything": config.get("seed_everything"),
+        "model": config.get("model") or {},
+        "data": config.get("data") or {},
+    }
+    trainer = config.get("trainer") or {}
+    for key in TRAINER_FIELDS:
+        picked[f"trainer.{key}"] = trainer.get(key)
+    picked["trainer.callbacks"] = _callbacks(trainer.get("callbacks"))
+    flat: dict[str, Any] = {}
+    for key, value in picked.items():
+        _flatten(value, key, flat)
+    return {key: value for key, value in flat.items() if not _excluded(key)}
+
+
+def fingerprint(config: Mapping[str, Any]) -> str:
+    """A 16-hex-digit digest of `method_fields(config)` (stable across Python processes and dict orders)."""
+    text = json.dumps(method_fields(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The method fields whose values differ between two flat `method_fields` mappings, sorted (a field present
+    in one only counts as different)."""
+    keys = set(recorded) | set(current)
+    missing = object()
+    return sorted(k for k in keys if recorded.get(k, missing) != current.get(k, missing))
+
+
+def describe_differences(recorded: Mapping[str, Any], current: Mapping[str, Any], limit: int = 4) -> str:
+    """`differences` as one line: `model.loss.class_path (was X, now Y), ...` with at most `limit` fields."""
+    keys = differences(recorded, current)
+    parts = [f"{k} (was {recorded.get(k, '-')!r}, now {current.get(k, '-')!r})" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(parts) + more
