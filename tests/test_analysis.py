@@ -135,10 +135,13 @@ def test_per_class_only_from_finished_runs(tmp_path):
     # No report: the run is unfinished, and its mid-training validations are no final numbers to compare.
     assert ta.load_per_class(tmp_path / "runs").empty
     listed = ta.describe_runs(tmp_path / "runs")
-    assert listed[["run", "method", "seed", "sources"]].values.tolist() == [["focal/version_0", "focal", 7, "csv"]]
+    assert listed[["run", "method", "seed", "sources", "status"]].values.tolist() == [
+        ["focal/version_0", "focal", 7, "csv", "unfinished: no report"]
+    ]
     write_report(run, [60.0, 30.0, 5.0, None, 20.0, 90.0], seed=7)  # what the end of fit writes
     frame = ta.load_per_class(tmp_path / "runs")
     assert frame["run"].unique().tolist() == ["focal/version_0"] and frame["class"].tolist() == CLASSES
+    assert ta.describe_runs(tmp_path / "runs")[["stage", "step", "status"]].values.tolist() == [["fit", 100, "counted"]]
     np.testing.assert_allclose(frame["iou"].to_numpy(), [60.0, 30.0, 5.0, np.nan, 20.0, 90.0])
 
 

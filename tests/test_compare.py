@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tailseg.analysis.runs import load_per_class
+from tailseg.analysis.runs import find_runs, load_per_class, select_runs
 from tailseg.cli import main
 from tailseg.compare import comparison_tables, render
 
@@ -86,6 +86,9 @@ def test_a_repeated_seed_counts_once_and_the_same_everywhere(tmp_path):
     assert "base: 1, lmp: 2" in tables[0][0]
     assert tables[0][2][0][2] == "0.00"  # rider of base: the newer run's 0, not the older run's 10
     assert gain_table(frame, "lmp").loc["rider", "gain"] == pytest.approx(15.0)
+    assert select_runs(find_runs(tmp_path / "demo"))[1] == [
+        ("base/version_0", "superseded by base/version_1, a newer finished run of seed 0")
+    ]
 
 
 def test_bad_input(tmp_path, capsys):
@@ -102,3 +105,12 @@ def test_bad_input(tmp_path, capsys):
     (other / "report.json").write_text(json.dumps({"per_class_iou": {"road": 1.0}}))
     with pytest.raises(ValueError, match="disagree on the classes"):
         comparison_tables(load_per_class([str(tmp_path / "a"), str(other)]))
+    unfinished = tmp_path / "c" / "version_0"
+    unfinished.mkdir(parents=True)
+    (unfinished / "metrics.csv").write_text("epoch,step,train/loss\n0,1,2.5\n")
+    with pytest.raises(SystemExit):
+        main(["compare", str(tmp_path / "c")])
+    assert capsys.readouterr().err.strip() == (
+        f"tailseg compare: error: no finished training run to compare in {tmp_path / 'c'}: "
+        "Left out: c/version_0 (unfinished: no report)"
+    )

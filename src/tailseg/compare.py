@@ -1,14 +1,20 @@
 """`tailseg compare`: the papers' tables for a set of runs.
 
     tailseg compare runs/demo [--reference base] [--format markdown|csv] [--sort reference|frequency]
-                    [--output comparison.md] [--figure gains.png]
+                    [--output comparison.md] [--figure gains.png] [--evaluations]
 
 Each argument is a `report.json`, a run directory, or a folder of runs at any depth (e.g. `runs/demo`,
 holding `base/version_0/` and `lmp/version_0/`); `NAME=PATH` names the method of every run under PATH,
-otherwise a run's method is its folder (`runs/demo/lmp/version_3` -> "lmp"). Runs are found, and seeds
-told apart, by `tailseg.analysis.runs` - the same code as the notebooks and `tailseg matrix` use: the runs
-of a method are its seeds (mean ± sample std over them), and of several runs of a method with the same
-seed only the newest counts.
+otherwise a run's method is its folder (`runs/demo/lmp/version_3`, `runs/demo/lmp/evaluations/test/version_0`
+-> "lmp"). Runs are found, chosen and seeds told apart by `tailseg.analysis.runs` - the same code as the
+notebooks and `tailseg matrix` use: the runs of a method are its seeds (mean ± sample std over them).
+
+Only like is compared with like: the final reports of trained `fit` runs, on the validation split. Left out
+are unfinished runs (no report), reports of untrained weights (an evaluation without a checkpoint, step 0),
+the reports of `validate` and `test` (unless `--evaluations`: then each counts as a method of its own,
+labelled with its split and checkpoint step, e.g. "base [test @ step 500]"), older repeats of a seed (the
+newest finished run counts) and seeds whose config differs from the newest seed of their method. Every run
+left out is listed under the tables with its reason ("Left out: RUN (REASON)").
 
 Tables (all IoU in %), each built by `tailseg.analysis`:
 1. per-class IoU, classes sorted by the reference's IoU (TCE paper, Table 1) or by pixel frequency, rarest
@@ -40,7 +46,7 @@ from tailseg.analysis.aggregate import (
 )
 from tailseg.analysis.fairness import LABELS, fairness_table, format_mean_std
 from tailseg.analysis.gains import gain_figure, gain_table
-from tailseg.analysis.runs import load_per_class
+from tailseg.analysis.runs import find_runs, load_per_class, select_runs
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -105,7 +111,9 @@ def leaderboard(per_class: pd.DataFrame, reference: str | None = None) -> Table:
     return (f"Leaderboard (%), by mIoU; mean ± std over seeds, reference {reference}", header, rows)
 
 
-def render(tables: list[Table], fmt: str) -> str:
+def render(tables: list[Table], fmt: str, left_out: list[tuple[str, str]] = ()) -> str:
+    """The tables as markdown or CSV, followed by one "Left out: RUN (REASON)" line per run left out (a list item
+    in markdown, a comment in CSV)."""
     out = []
     for title, header, rows in tables:
         if fmt == "csv":
@@ -115,7 +123,14 @@ def render(tables: list[Table], fmt: str) -> str:
             out += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             out += ["| " + " | ".join(row) + " |" for row in rows]
         out.append("")
+    if left_out:
+        out += [f"{'#' if fmt == 'csv' else '-'} {left_out_line(name, reason)}" for name, reason in left_out] + [""]
     return "\n".join(out)
+
+
+def left_out_line(name: str, reason: str) -> str:
+    """ "Left out: lmp/version_2 (unfinished: no report)"."""
+    return f"Left out: {name} ({reason})"
 
 
 def write_comparison(
@@ -125,15 +140,22 @@ def write_comparison(
     reference: str | None = None,
     sort: str = "frequency",
     fmt: str = "markdown",
+    evaluations: bool = False,
 ) -> str:
-    """The comparison of the runs of `sources` (paths or NAME=PATH): its text, also written to `output`, and
-    the gain figure written to `figure` (with at least two methods). `make demo` and `tailseg matrix` call this.
+    """The comparison of the runs of `sources` (paths or NAME=PATH) that count (see the module docs;
+    `evaluations`: also the reports of `validate` and `test`): its text, with the runs left out listed under the
+    tables, also written to `output`, and the gain figure written to `figure` (with at least two methods).
+    `make demo` and `tailseg matrix` call this.
 
     Raises:
-        FileNotFoundError: a source does not exist. ValueError: no run with a per-class IoU, or a bad reference.
+        FileNotFoundError: a source does not exist. ValueError: no run that counts, or a bad reference.
     """
-    per_class = load_per_class(list(sources))
-    text = render(comparison_tables(per_class, reference, sort), fmt)
+    kept, left_out = select_runs(find_runs(list(sources)), evaluations)
+    if not kept:
+        reasons = "; ".join(left_out_line(name, reason) for name, reason in left_out)
+        raise ValueError(f"no finished training run to compare in {', '.join(map(str, sources))}: {reasons}")
+    per_class = load_per_class(kept, evaluations=evaluations)
+    text = render(comparison_tables(per_class, reference, sort), fmt, left_out)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text)
@@ -157,9 +179,17 @@ def compare_main(argv: list[str]) -> None:
     parser.add_argument("--sort", choices=("reference", "frequency"), default="reference")
     parser.add_argument("--output", default=None, help="also write the tables to this file")
     parser.add_argument("--figure", default=None, help="also draw the per-class gains against pixel share here (PNG)")
+    parser.add_argument(
+        "--evaluations",
+        action="store_true",
+        help="also compare the reports of validate and test, each as its own method labelled with its split and "
+        "checkpoint step (e.g. 'base [test @ step 500]')",
+    )
     args = parser.parse_args(argv)
     try:
-        text = write_comparison(args.runs, args.output, args.figure, args.reference, args.sort, args.format)
+        text = write_comparison(
+            args.runs, args.output, args.figure, args.reference, args.sort, args.format, args.evaluations
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"tailseg compare: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -8,26 +8,49 @@ A *source* is any of:
 - a folder of any of these at any depth, e.g. `runs/demo` holding `base/version_0/` and `lmp/version_0/`.
 
 `NAME=PATH` names the method of every run under PATH; otherwise a run's method is its folder above any
-`version_*` and `seed<N>` folders (`runs/demo/lmp/version_3`, `runs/matrix/lmp/seed1/version_0` -> "lmp"). The CLI's `--report_path` copy of a
-report (`runs/demo/lmp/report.json`, the same report as `runs/demo/lmp/version_3/report.json`) is
-recognised and not counted twice. The seed of a run is `seed_everything` of its resolved config.
+`version_*`, `seed<N>` and `evaluations/<stage>` folders (`runs/demo/lmp/version_3`,
+`runs/matrix/lmp/seed1/version_0`, `runs/demo/lmp/evaluations/test/version_0` -> "lmp"). The CLI's
+`--report_path` copy of a report (`runs/demo/lmp/report.json`, the same report as
+`runs/demo/lmp/version_3/report.json`) is recognised and not counted twice. The seed of a run is
+`seed_everything` of its resolved config.
 
-Seeds: the runs of a method are its seeds. Runs of one method with the same seed are repeats of one
-experiment (a second `make demo`, a run restarted from scratch), and only the newest counts (the one whose
-report or CSV log was written last); runs without a known seed all count. `tailseg compare`, `tailseg
-matrix`, `make demo`, the notebooks and W&B media all find runs here, so the same folders give the same
-runs, seeds and numbers everywhere.
+Which runs count (`select_runs`; `find_runs` finds them all, `describe_runs` shows each one's status):
+
+- training runs' final reports only: a report of `fit` (a report without `stage`, from older versions,
+  counts as one) on the validation split. The reports of `validate` and `test` (evaluations) enter only
+  when asked (`evaluations=True`, `tailseg compare --evaluations`), and then as a method of their own,
+  labelled with their split and checkpoint step (`Run.label`: "base [test @ step 500]"), so they never
+  pool with training runs nor with each other;
+- never the numbers of untrained weights: a report with `trained` false, an evaluation without a
+  checkpoint, or a `global_step` of 0 (reports without `trained`, from older versions: a `fit` report
+  counts as trained unless its `global_step` is 0; one that records no step at all counts);
+- a run without a report is unfinished (or failed) and left out: its CSV log holds some earlier
+  validation, and mixing that with final numbers would compare different budgets;
+- seeds: the runs of a method are its seeds. Runs of one method with the same seed are repeats of one
+  experiment (a second `make demo`, a run restarted from scratch), and of those that remain after the
+  rules above only the newest counts (the one whose report was written last), so a newer unfinished run
+  never hides a finished one; runs without a known seed all count;
+- one experiment per method: when the seeds of a method disagree on the config fields that define the
+  experiment (`tailseg.identity.method_fields`, `seed_everything` aside), only the seeds with the config
+  of the newest run count, the others are left out naming the fields that differ; seeds that all agree
+  all count.
+
+Every run left out is listed with its reason (`select_runs`; `tailseg compare` prints them under its
+tables). `tailseg compare`, `tailseg matrix`, `make demo`, the notebooks and W&B media all find runs here,
+so the same folders give the same runs, seeds and numbers everywhere.
 
 Tidy frames:
 
-- `load_per_class`: one row per (run, class) with columns run, method, seed, class, iou (in %, NaN
-  for classes without an IoU), pixel_frequency (share of the labelled training pixels, NaN where
-  unknown) and step (the global step the IoU was measured at). Rows keep the classes' id order.
+- `load_per_class`: one row per (run, class) of the runs that count, with columns run, method (the
+  run's `label`), seed, class, iou (in %, NaN for classes without an IoU), pixel_frequency (share of the
+  labelled training pixels, NaN where unknown) and step (the global step the IoU was measured at). Rows
+  keep the classes' id order.
 - `load_series`: one row per (run, step, key) with columns run, method, seed, step, key, value for
   keys such as `sampler/p/<class>` (the performance-aware sampler's class probabilities) and
   `tce/w/<class>` (Stochastic TCE's class weights).
 
-Per-class numbers come from reports only (finished runs); series come from the CSV log, else from W&B.
+Per-class numbers come from reports only (finished runs); series come from the CSV log, else from W&B, of
+the runs that count and the unfinished ones.
 """
 
 from __future__ import annotations
@@ -41,6 +64,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tailseg import identity
 from tailseg.analysis import wandb_offline
 
 PER_CLASS_COLUMNS = ["run", "method", "seed", "class", "iou", "pixel_frequency", "step"]
@@ -48,6 +72,8 @@ SERIES_COLUMNS = ["run", "method", "seed", "step", "key", "value"]
 SERIES_PREFIXES = ("sampler/p/", "tce/w/")
 DEFAULT_RUNS = "runs/demo"
 _SKIP_DIRS = {"wandb", "checkpoints", "__pycache__", ".ipynb_checkpoints"}
+COUNTED = "counted"
+UNFINISHED = "unfinished: no report"
 
 
 @dataclass
@@ -79,6 +105,39 @@ class Run:
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
     @property
+    def stage(self) -> str | None:
+        """The report's `stage` ("fit" for a report without one, from older versions); None without a report."""
+        return None if self.report is None else self.report.get("stage") or "fit"
+
+    @property
+    def evaluation(self) -> str | None:
+        """For a report of `validate` or `test`, its split and checkpoint step ("test @ step 500"); else None."""
+        if self.stage in (None, "fit"):
+            return None
+        split = self.report.get("split") or ("test" if self.stage == "test" else "val")
+        return f"{split} @ step {self.report.get('global_step')}"
+
+    @property
+    def label(self) -> str:
+        """The method in the tables: `method`, and for an evaluation its split and step ("base [test @ step 500]")."""
+        return self.method if self.evaluation is None else f"{self.method} [{self.evaluation}]"
+
+    @property
+    def untrained(self) -> str | None:
+        """Why the report's numbers are those of untrained weights ("untrained: global_step 0"); None if trained
+        (see the module docs for reports without `trained`)."""
+        if self.report is None:
+            return None
+        step = self.report.get("global_step")
+        if self.evaluation is not None and not self.report.get("checkpoint"):
+            return "untrained: evaluated without a checkpoint"
+        if isinstance(step, int) and step <= 0:
+            return f"untrained: global_step {step}"
+        if self.report.get("trained") is False:
+            return "untrained: the report says trained false"
+        return None
+
+    @property
     def sources(self) -> list[str]:
         return [
             s
@@ -104,11 +163,17 @@ def resolve_runs_dir(value: str | os.PathLike | None = None) -> Path:
 
 
 def method_of(run_dir: Path) -> str:
-    """The method of a run directory: its folder, above any `version_*` and `seed<N>` folders
-    (`runs/demo/lmp/version_3` and `runs/matrix/lmp/seed1/version_0` -> "lmp")."""
+    """The method of a run directory: its folder, above any `version_*`, `seed<N>` and `evaluations/<stage>`
+    folders (`runs/demo/lmp/version_3`, `runs/matrix/lmp/seed1/version_0` and
+    `runs/demo/lmp/evaluations/test/version_0` -> "lmp")."""
     folder = Path(run_dir)
-    while (folder.name.startswith("version_") or re.fullmatch(r"seed\d+", folder.name)) and folder.parent != folder:
-        folder = folder.parent
+    while folder.parent != folder:
+        if folder.name.startswith("version_") or re.fullmatch(r"seed\d+", folder.name) or folder.name == "evaluations":
+            folder = folder.parent
+        elif folder.parent.name == "evaluations":
+            folder = folder.parent.parent
+        else:
+            break
     return folder.name
 
 
@@ -230,7 +295,8 @@ def _wandb_method(wandb_run: Path, owner: Path) -> str:
 
 
 def find_runs(*sources) -> list[Run]:
-    """The runs of `sources` (paths, `NAME=PATH` strings, or lists of them; see the module docs), in order.
+    """Every run of `sources` (paths, `NAME=PATH` strings, or lists of them; see the module docs), in order,
+    also those that do not count (`select_runs` picks those that do).
 
     Raises:
         FileNotFoundError: a path that does not exist. ValueError: no run found.
@@ -252,7 +318,6 @@ def find_runs(*sources) -> list[Run]:
         runs += sorted(found, key=lambda r: _natural(r.name))
     if not runs:
         raise ValueError(f"no runs (report.json, metrics.csv or W&B run folders) found in {', '.join(map(str, flat))}")
-    runs = newest_per_seed(runs)
     seen: dict[str, int] = {}
     for run in runs:  # unique names across sources
         count = seen.get(run.name, 0)
@@ -270,17 +335,72 @@ def _written(run: Run) -> float:
     return 0.0
 
 
-def newest_per_seed(runs: list[Run]) -> list[Run]:
-    """`runs` without the repeats: of the runs with the same method and seed, the newest (`_written`) only.
-    Runs without a seed are all kept; the order of the kept runs is unchanged."""
-    newest: dict[tuple[str, int], Run] = {}
+def _newest(runs: list[Run]) -> Run:
+    """The run written last (`_written`; of equal times the later in `runs`)."""
+    return max(reversed(runs), key=_written)
+
+
+def _experiment(run: Run) -> dict | None:
+    """The fields that define the run's experiment, its seed aside (None without a config)."""
+    if not run.config:
+        return None
+    fields = identity.method_fields(run.config)
+    fields.pop("seed_everything", None)
+    return fields
+
+
+def _reason(run: Run, evaluations: bool) -> str | None:
+    """Why `run` does not count whatever the other runs are (see the module docs); None if it may count."""
+    if run.report is None:
+        return UNFINISHED
+    if run.untrained:
+        return run.untrained
+    if run.evaluation is not None and not evaluations:
+        return f"evaluation report ({run.stage}, {run.evaluation}; use --evaluations)"
+    return None
+
+
+def select_runs(
+    runs: list[Run], evaluations: bool = False, unfinished: bool = False
+) -> tuple[list[Run], list[tuple[str, str]]]:
+    """The runs that count (the rules of the module docs) and those left out, with their reasons.
+
+    Args:
+        runs: Runs from `find_runs`.
+        evaluations: Let the reports of `validate` and `test` count (each labelled by its split and step).
+        unfinished: Keep the runs without a report as well (their logs, for `load_series`).
+
+    Returns:
+        (kept, left_out): the runs that count in their order, and (run name, reason) for every other run, e.g.
+        ("lmp/version_2", "unfinished: no report").
+    """
+    reasons: dict[int, str] = {}
     for run in runs:
-        if run.seed is None:
-            continue
-        key = (run.method, run.seed)
-        if key not in newest or _written(run) >= _written(newest[key]):
-            newest[key] = run
-    return [run for run in runs if run.seed is None or newest[(run.method, run.seed)] is run]
+        reason = _reason(run, evaluations)
+        if reason is not None and not (unfinished and reason == UNFINISHED):
+            reasons[id(run)] = reason
+    finished = [run for run in runs if id(run) not in reasons and run.report is not None]
+    repeats: dict[tuple[str, int], list[Run]] = {}
+    for run in finished:
+        if run.seed is not None:
+            repeats.setdefault((run.label, run.seed), []).append(run)
+    for (_, seed), group in repeats.items():
+        newest = _newest(group)
+        for run in group:
+            if run is not newest:
+                reasons[id(run)] = f"superseded by {newest.name}, a newer finished run of seed {seed}"
+    by_label: dict[str, list[Run]] = {}
+    for run in finished:
+        if id(run) not in reasons and _experiment(run) is not None:
+            by_label.setdefault(run.label, []).append(run)
+    for label, group in by_label.items():
+        newest = _newest(group)
+        for run in group:
+            changed = identity.describe_differences(_experiment(run), _experiment(newest))
+            if changed:
+                reasons[id(run)] = f"a different config from {newest.name}, the newest run of {label}: {changed}"
+    kept = [run for run in runs if id(run) not in reasons]
+    return kept, [(run.name, reasons[id(run)]) for run in runs if id(run) in reasons]
 
 
 def _run_name(run: Run, root: Path) -> str:
@@ -299,7 +419,9 @@ def _natural(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _as_runs(sources) -> list[Run]:
+def _as_runs(sources: tuple) -> list[Run]:
+    """The runs of the `*sources` of a loader: `Run`s as given, else `find_runs`."""
+    sources = sources[0] if len(sources) == 1 else list(sources)
     if isinstance(sources, Run):
         return [sources]
     if isinstance(sources, (list, tuple)) and sources and all(isinstance(s, Run) for s in sources):
@@ -316,7 +438,7 @@ def _per_class_rows(run: Run) -> list[dict]:
     """The per-class rows of a finished run (one with a report); [] for a run without one."""
     if run.report is None:
         return []
-    base = {"run": run.name, "method": run.method, "seed": run.seed}
+    base = {"run": run.name, "method": run.label, "seed": run.seed}
     freq = run.report.get("class_frequency") or {}
     step = run.report.get("global_step")
     return [
@@ -339,16 +461,15 @@ def _class_order(run: Run, names: list[str]) -> list[str]:
     return names
 
 
-def load_per_class(*sources) -> pd.DataFrame:
-    """Per-class IoU of every finished run of `sources` (paths / NAME=PATH / `Run`s): the tidy frame of the
+def load_per_class(*sources, evaluations: bool = False) -> pd.DataFrame:
+    """Per-class IoU of the runs of `sources` (paths / NAME=PATH / `Run`s) that count: the tidy frame of the
     module docs.
 
-    Only runs with a report count: `tailseg fit` writes it at the end, with the IoU of the final weights.
-    A run without one is unfinished (or failed); its CSV log holds some earlier validation, and mixing those
-    with final numbers would compare different budgets. `describe_runs` lists such runs, `load_series`
-    reads their logs.
+    Only the final reports of trained runs count (`select_runs`; `evaluations`: also the reports of
+    `validate` and `test`, under their `label`). `describe_runs` lists every run with the reason it is left
+    out, `load_series` reads the logs of the unfinished ones.
     """
-    runs = _as_runs(sources[0] if len(sources) == 1 else list(sources))
+    runs, _ = select_runs(_as_runs(sources), evaluations)
     rows = [row for run in runs for row in _per_class_rows(run)]
     frame = pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
     return _typed(frame)
@@ -397,9 +518,10 @@ def load_series(*sources, prefixes: tuple[str, ...] | str = SERIES_PREFIXES) -> 
     """Time series of every run of `sources` whose keys start with one of `prefixes` (default: the sampler's
     class probabilities `sampler/p/` and Stochastic TCE's class weights `tce/w/`), from the CSV log, else from
     the W&B log: the tidy frame of the module docs, NaN cells dropped; rows are sorted by run (in the order
-    found), key (by prefix, then class id) and step."""
+    found), key (by prefix, then class id) and step. The runs are those that count and the unfinished ones
+    (`select_runs`)."""
     prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
-    runs = _as_runs(sources[0] if len(sources) == 1 else list(sources))
+    runs, _ = select_runs(_as_runs(sources), unfinished=True)
     parts = []
     for run in runs:
         part = _series_rows(run, prefixes)
@@ -411,12 +533,16 @@ def load_series(*sources, prefixes: tuple[str, ...] | str = SERIES_PREFIXES) -> 
     return _typed(frame)
 
 
-def describe_runs(*sources) -> pd.DataFrame:
-    """One row per run: run, method, seed, step (of its report), sources (report / csv / wandb) and path."""
-    runs = _as_runs(sources[0] if len(sources) == 1 else list(sources))
+def describe_runs(*sources, evaluations: bool = False) -> pd.DataFrame:
+    """One row per run found: run, method (its `label`), seed, stage and step (of its report), sources (report /
+    csv / wandb), status ("counted", else why `select_runs` leaves it out, with `evaluations` as there) and
+    path."""
+    runs = _as_runs(sources)
+    _, left_out = select_runs(runs, evaluations)
+    status = dict(left_out)
     rows = [
-        {"run": r.name, "method": r.method, "seed": r.seed, "step": (r.report or {}).get("global_step"),
-         "sources": "+".join(r.sources), "path": str(r.path)}
+        {"run": r.name, "method": r.label, "seed": r.seed, "stage": r.stage, "step": (r.report or {}).get("global_step"),
+         "sources": "+".join(r.sources), "status": status.get(r.name, COUNTED), "path": str(r.path)}
         for r in runs
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=["run", "method", "seed", "step", "sources", "path"])
+    return pd.DataFrame(rows, columns=["run", "method", "seed", "stage", "step", "sources", "status", "path"])

@@ -27,9 +27,17 @@ The report:
   on exactly one rank);
 - `config`: the resolved config; `checkpoint`: the checkpoint whose weights the numbers belong to
   (fit: the final one); `run_dir`, `epoch`; `global_step`: the training step of those weights (for
-  `validate` and `test` the checkpoint's, null without one).
+  `validate` and `test` the checkpoint's, null without one);
+- `split`: the images the numbers are measured on: "val" (`fit` and `validate`) or "test" (`test`);
+- `trained`: whether the weights were trained: for `fit` a step was taken (`global_step` > 0), for
+  `validate` and `test` a checkpoint was loaded and its step is > 0 (false: the numbers are those of
+  the initial weights, and the analysis never ranks them);
+- `fingerprint` and `method_fields`: `tailseg.identity.fingerprint` and `method_fields` of `config` (what
+  defines the experiment; the analysis compares only seeds that agree on it).
 
-`--report_path PATH` writes the same report to PATH as well. The per-class table is printed.
+`--report_path PATH` writes the same report to PATH as well; `validate` and `test` refuse, before they
+evaluate, a PATH that holds the report of a `fit` (an evaluation never replaces a training report; a `fit`
+may replace an earlier one). The per-class table is printed.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from tailseg.callbacks.preemption import PreemptionCheckpoint
+from tailseg.identity import fingerprint, method_fields
 from tailseg.metrics import fairness_report, summarize_iou
 
 
@@ -103,6 +112,8 @@ class ReportWriter(SaveConfigCallback):
         percent = values * 100.0 if values is not None else None
         fairness = fairness_report(percent) if percent is not None and (~np.isnan(percent)).any() else None
         frequency = getattr(pl_module, "class_frequency", None)
+        config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+        step = trainer.global_step if stage == "fit" else getattr(pl_module, "checkpoint_step", None)
         return {
             "stage": stage,
             "per_class_iou": None
@@ -115,11 +126,15 @@ class ReportWriter(SaveConfigCallback):
             "num_images": pl_module.latest_num_images.get(key) if values is not None else None,
             "class_frequency": None if frequency is None else dict(zip(pl_module.class_names, frequency, strict=True)),
             "class_frequency_source": getattr(pl_module, "class_frequency_source", None) if frequency else None,
-            "config": json.loads(self.parser.dump(self.config, format="json", skip_none=False)),
+            "config": config,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "run_dir": log_dir,
             "epoch": trainer.current_epoch,
-            "global_step": trainer.global_step if stage == "fit" else getattr(pl_module, "checkpoint_step", None),
+            "global_step": step,
+            "split": key,
+            "trained": bool(step) and (stage == "fit" or bool(checkpoint)),
+            "fingerprint": fingerprint(config),
+            "method_fields": method_fields(config),
         }
 
     @staticmethod
@@ -171,6 +186,30 @@ class ReportWriter(SaveConfigCallback):
             os.replace(tmp, path)
         table = format_iou_table(report) if report["per_class_iou"] is not None else "no validation data: no metrics"
         print(f"\n{table}\nreport: {', '.join(map(str, targets))}")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse a `--report_path` that holds a training report in `validate` and `test`, before anything is
+        written or evaluated (see the module docs); then save the config."""
+        if stage in ("validate", "test") and not self._quiet and self.report_path:
+            holder = self.training_report_run(self.report_path) if trainer.is_global_zero else None
+            holder = trainer.strategy.broadcast(holder)
+            if holder is not None:
+                raise ValueError(
+                    f"report_path {self.report_path} holds the training report of {holder}; "
+                    "write the evaluation elsewhere"
+                )
+        super().setup(trainer, pl_module, stage)
+
+    @staticmethod
+    def training_report_run(path: str | os.PathLike) -> str | None:
+        """The run (its `run_dir`, else the file's folder) whose `fit` report `path` holds; None if it holds none."""
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(report, dict) or "per_class_iou" not in report or report.get("stage", "fit") != "fit":
+            return None
+        return str(report.get("run_dir") or Path(path).parent)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and not self._quiet:
