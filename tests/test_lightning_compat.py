@@ -138,7 +138,9 @@ def test_lightning_warns_that_a_loader_without_state_is_not_resumable_with_this_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compat.ignore_not_resumable_warning()
-        warnings.warn(next(m for m in messages if m.startswith(compat.NOT_RESUMABLE_WARNING)), UserWarning, stacklevel=1)
+        warnings.warn(
+            next(m for m in messages if m.startswith(compat.NOT_RESUMABLE_WARNING)), UserWarning, stacklevel=1
+        )
     assert caught == []
 
 
