@@ -68,6 +68,7 @@ from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter
 from tailseg.callbacks.wandb_media import WandbMedia
 from tailseg.data import SegmentationDataModule
+from tailseg.lightning_compat import ignore_not_resumable_warning, subcommand_parsers
 from tailseg.model import SegmentationModel
 
 #: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
@@ -79,6 +80,22 @@ SUBCOMMANDS = {
     "describe": "class pixel frequencies and image counts of a config's data sets",
     "compare": "per-class IoU, gains and fairness tables of several runs (the papers' tables)",
     "matrix": "train configs x seeds as separate processes (resumable), then compare them",
+}
+
+#: The help of `--ckpt_path`, per subcommand: what tailseg does with it (Lightning's own text is about plain Lightning).
+_LAST = (
+    "'last' = the newest checkpoint under trainer.default_root_dir or a ModelCheckpoint's dirpath "
+    "(the runs' version_*/checkpoints/ included)"
+)
+CKPT_PATH_HELP = {
+    "fit": f"Checkpoint to resume training from, exactly at its step (the weights, the optimizer, the training stream: "
+    f"tailseg.resume). A path, or {_LAST}; fit resumes only a checkpoint written with the same config, and starts "
+    "afresh when there is none. Lightning's 'hpc' and 'registry' work as in Lightning.",
+    **{
+        name: f"Checkpoint whose weights to {verb}: a path, or {_LAST}, an error when there is none. Without it, the "
+        "weights the config builds. Lightning's 'best', 'hpc' and 'registry' work as in Lightning."
+        for name, verb in (("validate", "validate"), ("test", "test"), ("predict", "predict with"))
+    },
 }
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
@@ -150,6 +167,7 @@ class TailsegCLI(LightningCLI):
 
     def __init__(self, *args, short_errors: bool = False, **kwargs) -> None:
         self.short_errors = short_errors
+        ignore_not_resumable_warning()  # the DataModule resumes the training stream, and says so (tailseg.resume)
         kwargs.setdefault("save_config_callback", ReportWriter)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs["parser_kwargs"] = {
@@ -166,6 +184,13 @@ class TailsegCLI(LightningCLI):
             subcommand = next((a for a in argv if a in self.subcommands()), None)
             options = list(self._parser(subcommand)._option_string_actions) if hasattr(self, "parser") else []
             fail(f"tailseg {subcommand}" if subcommand else "tailseg", short_error(str(error), options))
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        for subcommand, parser in subcommand_parsers(self).items():  # `--ckpt_path` is added after our arguments
+            for action in parser._actions:
+                if action.dest == "ckpt_path" and subcommand in CKPT_PATH_HELP:
+                    action.help = CKPT_PATH_HELP[subcommand]
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index"):

@@ -14,7 +14,8 @@ reports): evaluating a checkpoint reads neither the training set nor its statist
 
 Checkpoints: `tailseg.resume` lists what a checkpoint holds beyond the weights. The model's part is the
 training confusion matrix of the epoch so far (a persistent state of `iou.train_iou`, so that an epoch
-interrupted and resumed still measures its training IoU over all its crops) and `class_frequency`.
+interrupted and resumed still measures its training IoU over all its crops; under DDP summed over the ranks
+when saved and kept by rank 0 alone when loaded) and `class_frequency`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from tailseg.inference import Tiling
+from tailseg.lightning_compat import batches_done_in_epoch, set_logging_step
 from tailseg.losses import CrossEntropy
 from tailseg.losses.common import in_float32
 from tailseg.metrics import ClassIoU
@@ -214,9 +216,7 @@ class SegmentationModel(pl.LightningModule):
         # The logging step counts the batches that stepped the optimizer, i.e. the global step. Lightning 2.6 gets it
         # one too high after resuming from some checkpoints (written at an epoch's end or inside a failed step);
         # putting it back keeps a resumed run's metrics.csv aligned with the uninterrupted run's (`tailseg.resume`).
-        loop = self.trainer.fit_loop.epoch_loop
-        if loop._batches_that_stepped != self.global_step:
-            loop._batches_that_stepped = self.global_step
+        set_logging_step(self.trainer, self.global_step)
 
     def on_train_epoch_start(self) -> None:
         self.iou["train_iou"].reset()  # (also after resuming from a checkpoint written at an epoch's last step)
@@ -234,9 +234,19 @@ class SegmentationModel(pl.LightningModule):
         checkpoint["class_frequency"] = self.class_frequency
         trainer = self._trainer
         if trainer is not None and trainer.training:
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if done >= trainer.num_training_batches:  # the epoch's IoU is complete: a resumed run starts the next
-                _zero_train_iou(checkpoint["state_dict"])
+            if batches_done_in_epoch(trainer) >= trainer.num_training_batches:
+                _zero_train_iou(checkpoint["state_dict"])  # the epoch's IoU is complete: a resumed run starts the next
+            elif trainer.world_size > 1:
+                self._sum_train_iou_over_ranks(checkpoint["state_dict"])
+
+    def _sum_train_iou_over_ranks(self, state_dict: dict) -> None:
+        """Put the training confusion matrix and image count of all ranks together (summed) into a checkpoint's
+        state_dict: the checkpoint (written by rank 0) then holds the whole epoch so far. A collective: every rank
+        saves the checkpoint, so every rank runs it, at the same step."""
+        metric = self.iou["train_iou"]
+        with metric.sync_context():  # torchmetrics' own reduction of its states (a sum), undone on leaving
+            for name in ("confusion", "num_images"):
+                state_dict[f"iou.train_iou.{name}"] = getattr(metric, name).detach().clone()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step")
@@ -250,7 +260,8 @@ class SegmentationModel(pl.LightningModule):
                 key = f"{prefix}.{name}" if prefix else name
                 if buffer is None and key in state:
                     setattr(module, name, state[key].clone())
-        # Under DDP the checkpoint holds rank 0's partial training confusion matrix: only rank 0 keeps it.
+        # Under DDP the checkpoint holds the training confusion matrix of all ranks, summed: rank 0 keeps it and the
+        # others start from zero, so the epoch's IoU (a sum over the ranks) counts every crop once.
         if self._trainer is not None and self.trainer.world_size > 1 and self.global_rank != 0:
             _zero_train_iou(state)
 

@@ -8,7 +8,7 @@ Lightning's, and this is all it holds:
 
 | part of the checkpoint | written by | what |
 | --- | --- | --- |
-| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
+| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state, summed over the DDP ranks: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
 | `optimizer_states`, `lr_schedulers` | Lightning | SGD momentum, position of the poly schedule |
 | `loops` | Lightning | epoch, global step, batches done in the epoch |
 | `SegmentationDataModule` | the DataModule | the **training stream** below |
@@ -26,7 +26,8 @@ that decides what the rest of the run draws:
 - `sampler`: the sampler's state - seed, epoch and the feedback it received: the performance-aware
   sampler's IoU (`tailseg.sampling.PerformanceAwareSampler`), the tilted sampler's log L̃ and its last
   few values (`tailseg.sampling.TiltedClassSampler`);
-- `rng`: Python's, NumPy's and torch's global random streams of the training process (dropout).
+- `rng`: Python's, NumPy's and torch's global random streams of the training process (dropout); under
+  DDP those of every rank.
 
 Augmentations need no state: each crop's randomness is a pure function of (seed, epoch, rank,
 position) (`SeededKeys`). Callbacks hold no training state of their own.
@@ -40,10 +41,33 @@ training loaders, but only when it builds the loader after the restore; with `ma
 poly schedule's `trainer.estimated_stepping_batches` builds it before, so the DataModule's hooks are
 the reliable place.)
 
+Lightning warns, on a resume inside an epoch, that the training DataLoader is not resumable; that is
+not so here (the stream above resumes it), so `tailseg`'s CLI silences that warning and the DataModule
+says in one line what it resumed (`tailseg.lightning_compat` holds the warning's text).
+
+Under DDP (`trainer.strategy: ddp`, any number of processes) a run resumes exactly too: rank 0 writes
+the checkpoint, and everything in it is the same on every rank or is put together from all of them:
+- the seed of the training stream is rank 0's on every rank (the DataModule broadcasts it), so every
+  rank draws its shard of one global sequence, and the sampler's state (fed the same values on every
+  rank: the synced IoU, the mean batch loss) is the same on all;
+- the position in the epoch is the same on every rank (every rank trains the same number of steps);
+- the training confusion matrix of the epoch so far is summed over the ranks when the checkpoint is
+  written (every rank saves the checkpoint, so this is a collective), and on loading rank 0 keeps the
+  sum while the other ranks start from zero: the epoch's IoU, a sum over the ranks, then counts every
+  crop once, and being a sum of integer counts it equals the uninterrupted run's exactly;
+- the random streams of every rank are gathered into the checkpoint, and each rank gets its own back
+  (they differ when the ranks were not seeded alike, `seed_everything: false`).
+`tests/test_resume_ddp.py` checks it with 2 processes: the resumed run ends with the weights and the
+sampler state of the uninterrupted one, bit for bit.
+
 Limits:
-- Under DDP the checkpoint holds rank 0's state. Every rank draws from one global sequence, so the
-  draws resume exactly; the training confusion matrix of an epoch interrupted halfway restarts from
-  rank 0's part (the other ranks' part of the crops already seen is not counted in that epoch's IoU).
+- Resuming exactly needs the world size of the run that wrote the checkpoint (the shards of the global
+  sequence, the batches per epoch and the random streams depend on it); with another one the run goes
+  on, with a warning, but not as the uninterrupted run would have.
+- The tilted class sampler draws each step from w as it was `lag` updates earlier (`lag` = 2 ×
+  `data.num_workers`); a run resumed inside an epoch with more loader workers than the run that wrote
+  the checkpoint needs older values of w than the checkpoint holds, and stops with an error instead of
+  drawing from another w.
 - Metrics logged at the checkpoint's own step after it was written (e.g. the validation of that step)
   are in the interrupted run's `metrics.csv` only: the resumed run continues with the next step.
 """
@@ -51,11 +75,13 @@ Limits:
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 _SEED_RANGE = 2**31 - 2
@@ -63,11 +89,7 @@ _SEED_RANGE = 2**31 - 2
 
 def rng_states() -> dict:
     """The global random states of this process (Python, NumPy, torch CPU and its CUDA device), as tensors and
-    plain numbers so that `torch.load(weights_only=True)` can read a checkpoint that holds them.
-
-    Under DDP the checkpoint holds rank 0's states and every rank restores them: every rank is seeded alike
-    (`seed_everything`) and consumes its streams alike, so they are the same on every rank.
-    """
+    plain numbers so that `torch.load(weights_only=True)` can read a checkpoint that holds them."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     states = {
@@ -82,7 +104,7 @@ def rng_states() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state()  # this process's device (under DDP every rank has the same)
+        states["cuda"] = torch.cuda.get_rng_state()  # this process's device
     return states
 
 
@@ -97,6 +119,44 @@ def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, (0, 1) when it is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def every_rank_rng_states() -> dict:
+    """`rng_states` of this process; under DDP of every rank, as {"ranks": [rank 0's, rank 1's, ...]}.
+
+    A collective under DDP (all ranks call it, as they all save a checkpoint): the ranks' streams differ when
+    they were not seeded alike (`seed_everything: false`), and each must get its own back.
+    """
+    rank, world = _world()
+    if world == 1:
+        return rng_states()
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, rng_states())
+    return {"ranks": gathered}
+
+
+def set_every_rank_rng_states(states: dict) -> None:
+    """Restore what `every_rank_rng_states` saved: each rank its own states.
+
+    A checkpoint written by another number of processes cannot resume exactly: this warns (on rank 0) and gives
+    each rank the states of the saved rank with its number, or of the last saved rank.
+    """
+    rank, world = _world()
+    ranks = states["ranks"] if "ranks" in states else [states]
+    if len(ranks) != world and rank == 0:
+        warnings.warn(
+            f"the checkpoint was written by {len(ranks)} process(es), this run has {world}: the run goes on, but not "
+            "as the uninterrupted run would have (resume with the world size of the run that wrote it; tailseg.resume)",
+            stacklevel=2,
+        )
+    set_rng_states(ranks[min(rank, len(ranks) - 1)])
 
 
 class SeededKeys(Sampler):
@@ -221,11 +281,11 @@ class TrainingStream:
             "epoch": self.keys.epoch,
             "position": int(self.progress()) if self.progress is not None else 0,
             "sampler": self.sampler.state_dict(),
-            "rng": rng_states(),
+            "rng": every_rank_rng_states(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.keys.seed = int(state["seed"])  # a run seeded afresh at each start (`seed_everything: true`) too
         self.sampler.load_state_dict(state["sampler"])
         self.keys.resume_at(int(state["epoch"]), int(state["position"]))
-        set_rng_states(state["rng"])
+        set_every_rank_rng_states(state["rng"])

@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from tailseg.lightning_compat import batches_done_in_epoch, step_unfinished
 from tailseg.resume import rng_states, set_rng_states
 
 
@@ -68,8 +69,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def _undo_unfinished_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Put back the state of the start of a step that failed."""
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        if progress.started > progress.processed and self._step_start is not None:
+        if step_unfinished(trainer) and self._step_start is not None:
             state, rng = self._step_start
             with torch.no_grad():
                 pl_module.load_state_dict(state, strict=False)
@@ -79,7 +79,7 @@ class PreemptionCheckpoint(pl.Callback):
         if not self._training:
             return
         self._undo_unfinished_step(trainer, pl_module)
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # batches of the epoch trained on
+        done = batches_done_in_epoch(trainer)  # batches of the epoch trained on
         if done % trainer.accumulate_grad_batches and done < trainer.num_training_batches:
             rank_zero_warn(
                 f"{type(exception).__name__} inside a gradient-accumulation window (batch {done} of the epoch, "

@@ -54,6 +54,7 @@ from pytorch_lightning.cli import SaveConfigCallback
 
 from tailseg.callbacks.preemption import PreemptionCheckpoint
 from tailseg.identity import fingerprint, method_fields
+from tailseg.lightning_compat import last_saved_step
 from tailseg.metrics import fairness_report, summarize_iou
 
 
@@ -144,7 +145,7 @@ class ReportWriter(SaveConfigCallback):
         call this."""
         callback = trainer.checkpoint_callback
         newest = ""
-        if isinstance(callback, ModelCheckpoint) and callback._last_global_step_saved == trainer.global_step:
+        if isinstance(callback, ModelCheckpoint) and last_saved_step(callback) == trainer.global_step:
             newest = callback.last_model_path or (callback.best_model_path if callback.monitor is None else "")
             newest = newest if newest and Path(newest).is_file() else ""
         newest = trainer.strategy.broadcast(newest)  # rank 0 decides, so every rank saves (or not) alike

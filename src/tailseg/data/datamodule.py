@@ -27,12 +27,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Sampler
 
 from tailseg.data.base import DataError, SegmentationDataset
 from tailseg.data.shards import EvalShard
 from tailseg.data.stats import class_pixel_counts
 from tailseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from tailseg.lightning_compat import batches_done_in_epoch, training_prefetch_depth
 from tailseg.resume import TrainingStream
 from tailseg.sampling import UniformSampler
 from tailseg.sampling.base import build_sampler
@@ -91,12 +93,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         train_sampler: A factory called with the (N, C) class pixel-count table that returns the
             training sampler (default: `UniformSampler`). In YAML, a `class_path` whose init
             arguments leave out the table. The DataModule also passes its `seed`, `batch_size` and the
-            loader's prefetch depth `lag` to samplers that take them and leave them unset
-            (`tailseg.sampling.base.build_sampler`).
+            loader's prefetch depth `lag` (`tailseg.lightning_compat.training_prefetch_depth`) to samplers that
+            take them and leave them unset (`tailseg.sampling.base.build_sampler`).
         stats_cache_dir: Folder of the class-statistics cache (default: `$TAILSEG_CACHE` or
             `~/.cache/tailseg`; "" disables it).
         seed: Seed of the augmentation stream and of samplers built without their own seed
-            (default: torch's initial seed, i.e. `seed_everything`'s value).
+            (default: torch's initial seed, i.e. `seed_everything`'s value). Under DDP every rank takes rank 0's.
     """
 
     def __init__(
@@ -194,8 +196,9 @@ class SegmentationDataModule(pl.LightningDataModule):
                 self.val_set.prepare(workers)
             if self.seed is None:
                 self.seed = torch.initial_seed() % 2**31
+            self.seed = self._rank_zero_seed(self.seed)
             if self.train_sampler is None:
-                lag = self.num_workers * 2 if self.num_workers > 0 else 0  # DataLoader's default prefetch_factor
+                lag = training_prefetch_depth(self.num_workers)
                 self.train_sampler = build_sampler(
                     self.sampler_factory, self.class_pixel_counts, seed=self.seed, batch_size=self.batch_size, lag=lag
                 )
@@ -214,6 +217,14 @@ class SegmentationDataModule(pl.LightningDataModule):
                     raise DataError(f"SegmentationDataModule: no '{name}' data set is configured for stage '{stage}'")
                 ds.prepare(workers)
 
+    def _rank_zero_seed(self, seed: int) -> int:
+        """Rank 0's `seed` on every DDP rank (each rank may have another `torch.initial_seed()`): all ranks then draw
+        shards of one global sequence. Unchanged without a trainer or on one process."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return int(seed)
+        return int(trainer.strategy.broadcast(int(seed), src=0))
+
     def _loader_options(self) -> dict:
         return {
             "num_workers": self.num_workers,
@@ -228,8 +239,14 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         if self.stream is not None and "stream" in state_dict:
-            self.stream.load_state_dict(state_dict["stream"])
+            stream = state_dict["stream"]
+            self.stream.load_state_dict(stream)
             self.seed = self.stream.keys.seed
+            rank_zero_info(
+                f"Resuming the training stream at epoch {stream['epoch']}, after its first {stream['position']} "
+                "batches: the sampler's state, the position in the epoch and the random streams come from the "
+                "checkpoint, the batches already trained on are skipped (tailseg.resume)"
+            )
 
     def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
@@ -246,7 +263,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        done = batches_done_in_epoch(trainer)
         return self.stream.keys.num_batches() if done >= trainer.num_training_batches else done
 
     def train_dataloader(self) -> DataLoader:

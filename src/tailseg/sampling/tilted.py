@@ -27,7 +27,10 @@ Decisions:
   with 2 workers; 0 without workers, where step k sees all k updates before it); the DataModule sets
   it. It is a fixed rule, not a race: the sampler keeps w's last `lag` + 1 values of the epoch and picks
   the one the rule names, so the draws depend only on (seed, epoch, the updates) - also when a run is
-  resumed in the middle of an epoch, whatever the workers had prefetched when it stopped.
+  resumed in the middle of an epoch, whatever the workers had prefetched when it stopped. (Lightning adds no
+  prefetch of its own to a training loader with a length: `tailseg.lightning_compat.training_prefetch_depth`.)
+  A run resumed inside an epoch with a larger lag (more workers) than the run that wrote the checkpoint would
+  need older values of w than the checkpoint holds: the sampler raises instead of drawing from another w.
 - DDP. All ranks consume the same random stream, seeded by (seed, epoch): per step one uniform
   for the class (inverse CDF of w, so each step consumes a fixed amount of randomness whatever w
   is) and `num_replicas · batch_size` uniforms for a global draw of images, of which rank r takes
@@ -191,6 +194,7 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         self.log_l = torch.full((self.num_classes,), -math.inf, dtype=torch.float64)
         self._updates = 0  # updates since the epoch began
         self._recent: list[torch.Tensor] = []  # log L̃ before each of the last (up to lag) updates, oldest first
+        self._saved_lag: int | str = self.lag  # the lag of the run whose state was loaded (for error messages)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -214,8 +218,21 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
 
     def weights_for_step(self, k: int) -> torch.Tensor:
         """The class weights that step k of the epoch is drawn from: w after the epoch's first max(0, k − lag)
-        updates (the latest known, if the DataLoader asks earlier than the rule expects)."""
-        behind = min(self._updates - min(max(0, k - self.lag), self._updates), len(self._recent))
+        updates (the latest known, if the DataLoader asks earlier than the rule expects).
+
+        Raises:
+            RuntimeError: The rule names a w older than the history kept: the state was restored from a checkpoint
+                written with a smaller lag (fewer loader workers) or without the history; drawing from another w
+                would silently change the run.
+        """
+        behind = self._updates - min(max(0, k - self.lag), self._updates)
+        if behind > len(self._recent):
+            raise RuntimeError(
+                f"TiltedClassSampler: step {k} of epoch {self.epoch} is drawn from w as it was {behind} updates ago "
+                f"(lag {self.lag}), but the sampler's state holds only the last {len(self._recent)} values: it was "
+                f"restored from a checkpoint written with lag {self._saved_lag} (lag = 2 x data.num_workers). Resume "
+                "with the data.num_workers of the run that wrote the checkpoint, or from a checkpoint at an epoch's end"
+            )
         return tilted_class_weights(self._recent[-behind] if behind else self.log_l, self.present)
 
     def generator(self) -> torch.Generator:
@@ -252,7 +269,7 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "epoch": self.epoch, "log_l": self.log_l.tolist(), "updates": self._updates,
-                "recent": [v.tolist() for v in self._recent]}  # fmt: skip
+                "recent": [v.tolist() for v in self._recent], "lag": self.lag}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         log_l = _check_log_l(torch.tensor(state["log_l"], dtype=torch.float64))
@@ -265,3 +282,4 @@ class TiltedClassSampler(Replicas, torch.utils.data.Sampler):
         self.log_l = log_l
         self._updates = int(state.get("updates", 0))
         self._recent = [_check_log_l(torch.tensor(v, dtype=torch.float64)) for v in state.get("recent", [])]
+        self._saved_lag = state.get("lag", "unknown")
