@@ -65,9 +65,9 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
-from tailseg.callbacks.predictions import PredictionWriter
+from tailseg.callbacks.predictions import PredictionWriter, check_prediction_folders
 from tailseg.callbacks.wandb_media import WandbMedia
-from tailseg.data import SegmentationDataModule
+from tailseg.data import DataError, SegmentationDataModule
 from tailseg.model import SegmentationModel
 
 #: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
@@ -181,6 +181,12 @@ class TailsegCLI(LightningCLI):
             "--predict_color", type=bool, default=False, help="predict: also write <name>_color.png pictures."
         )
         parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="predict: replace prediction files that --predict_dir already holds (refused otherwise).",
+        )
+        parser.add_argument(
             "--predict_color_dir",
             type=str | None,
             default=None,
@@ -207,7 +213,9 @@ class TailsegCLI(LightningCLI):
             local = path is not None and "://" not in str(path)  # remote paths are Lightning's (fsspec) to check
             if local and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
                 raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            self.check_run(config)
             super().instantiate_classes()
+            self.check_built(config)
         except CONFIG_ERRORS as error:
             if not self.short_errors:
                 raise
@@ -224,11 +232,66 @@ class TailsegCLI(LightningCLI):
             raise ValueError(f"ckpt_path: 'last' found no checkpoint under {', '.join(map(str, folders))}")
         print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
 
+    def check_run(self, config) -> None:
+        """Refuse, before anything is built, runs that could only fail or mislead (ValueError naming the field)."""
+        sub = self.subcommand
+        if sub == "test" and config.get("data.test") is None:
+            raise ValueError(
+                "data.test: `tailseg test` needs a test data set; set data.test in the config or give it on the command "
+                "line, e.g. --data.test.class_path tailseg.data.ImageMaskFolder --data.test.init_args.root DIR "
+                "--data.test.init_args.class_names '[...]'"
+            )
+        if sub in ("validate", "test") and config.get("ckpt_path") is None:
+            raise ValueError(
+                f"ckpt_path: `tailseg {sub}` without a checkpoint would score random weights; give "
+                "--ckpt_path PATH.ckpt, or --ckpt_path last for the newest checkpoint under trainer.default_root_dir"
+            )
+        root = Path(config.get("trainer.default_root_dir") or os.getcwd())
+        existing = next(folder for folder in (root, *root.parents) if folder.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = f"{existing} is not a folder" if not existing.is_dir() else f"{existing} is not writable"
+            raise ValueError(f"trainer.default_root_dir: {root}: the run folder cannot be created there ({why})")
+
+    def check_built(self, config) -> None:
+        """Refuse, once the classes are built and before any weights are loaded or files written, a checkpoint of
+        another number of classes than the data and a `--predict_dir` that would overwrite files."""
+        path = config.get("ckpt_path")
+        if path is not None and "://" not in str(path) and Path(path).is_file():
+            classes = checkpoint_classes(path)
+            if classes is not None and classes != self.datamodule.num_classes:
+                raise ValueError(
+                    f"ckpt_path: {path} holds a model of {classes} classes, but the data has "
+                    f"{self.datamodule.num_classes} ({', '.join(self.datamodule.class_names)})"
+                )
+        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
+        if self.subcommand == "predict" and writer is not None:
+            dm = self.datamodule
+            sets = [ds for ds in (dm.train_set, dm.val_set, dm.test_set, dm.predict_set) if ds is not None]
+            check_prediction_folders(writer, dm.predict_set, sets, overwrite=bool(config.get("overwrite")))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Check the data of the stage (`SegmentationDataModule.setup`: every sample read once, cached) before the
+        trainer starts, so that a bad file is reported (one line, with short errors) before any work."""
+        try:
+            if isinstance(self.datamodule, SegmentationDataModule):
+                self.datamodule.setup(subcommand)
+        except DataError as error:
+            if not self.short_errors:
+                raise
+            fail(f"tailseg {subcommand}", str(error))
+        super()._run_subcommand(subcommand)
+
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
         extra = []
         if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
-            kwargs["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd())
+            root = config.get("default_root_dir") or os.getcwd()
+            if self.subcommand in ("validate", "test", "predict"):  # evaluations stay out of the training runs
+                kwargs["logger"] = default_loggers(
+                    Path(root) / "evaluations" / self.subcommand, f"{Path(root).resolve().name}-{self.subcommand}"
+                )
+            else:
+                kwargs["logger"] = default_loggers(root)
             if any(isinstance(logger, WandbLogger) for logger in kwargs["logger"]):
                 extra.append(WandbMedia())  # per-class IoU table and chart, fairness, masks of a few images
         writer = self.prediction_writer()
@@ -282,9 +345,35 @@ def latest_checkpoint(folders: list[str]) -> str | None:
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
-def default_loggers(root: str) -> list:
-    """A CSV logger that owns a fresh `root/version_<N>` run directory, and W&B inside it."""
-    csv = CSVLogger(save_dir=root, name="")
+def checkpoint_classes(path: str | os.PathLike) -> int | None:
+    """The `num_classes` a checkpoint's model was built with (its saved hyper-parameters), None if it does not say.
+
+    The file is memory-mapped, so the weights are not read."""
+    import torch
+
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # not a zip file (the legacy format): no memory map
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any reason a file is not a checkpoint
+        raise ValueError(
+            f"ckpt_path: {path} cannot be read as a checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"ckpt_path: {path} is not a Lightning checkpoint")
+    classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+    return int(classes) if classes is not None else None
+
+
+def default_loggers(root: str | os.PathLike, name: str | None = None) -> list:
+    """A CSV logger that owns a fresh `root/version_<N>` run directory, and W&B inside it.
+
+    Args:
+        root: The folder of the runs.
+        name: The first part of the W&B run's name (default: the folder's name), `<name>-version_<N>`.
+    """
+    csv = CSVLogger(save_dir=str(root), name="")
     run_dir = Path(csv.log_dir)
     mode = os.environ.get("WANDB_MODE", "offline")
     if mode == "disabled":
@@ -292,7 +381,7 @@ def default_loggers(root: str) -> list:
     _ = csv.experiment  # claims the (empty) run directory before W&B writes into it
     wandb = WandbLogger(
         project=os.environ.get("WANDB_PROJECT", "tailseg"),
-        name=f"{Path(root).resolve().name}-{run_dir.name}",
+        name=f"{name or Path(root).resolve().name}-{run_dir.name}",
         save_dir=str(run_dir),
         mode=mode,
     )
@@ -323,7 +412,7 @@ def main(args: list[str] | None = None) -> TailsegCLI | None:
     if argv[0] == "describe":
         from tailseg.describe import describe_main
 
-        describe_main(argv[1:])
+        describe_main(argv[1:], short_errors=args is None and os.environ.get("TAILSEG_TRACEBACK", "") in ("", "0"))
         return
     if argv[0] == "compare":
         from tailseg.compare import compare_main
