@@ -16,9 +16,11 @@ exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newe
 (`PREEMPTED`), so a job script can requeue exactly the runs that were pre-empted. `validate`,
 `test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
 
-Run directories: unless the config sets `trainer.logger`, each run gets a fresh
+Run directories: unless the config sets `trainer.logger`, each `fit` gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
-logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`. W&B mode comes from
+logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`; `validate`, `test` and
+`predict` get theirs under `<trainer.default_root_dir>/evaluations/<subcommand>/version_<N>/`, so the
+root's `version_*` folders are the training runs only. W&B mode comes from
 `WANDB_MODE` (default "offline": no account, no network; "online" syncs, "disabled" turns it off).
 
 Predictions: `predict` runs the model (with the config's `model.tiling`) over `data.predict`, or over
@@ -27,6 +29,9 @@ official format (`tailseg.callbacks.predictions.PredictionWriter`; Cityscapes la
 ADE20K ids + 1) and makes `predict` keep nothing in memory (`return_predictions` defaults to false then).
 `--predict_color true` adds `<name>_color.png` pictures beside them, `--predict_color_dir DIR2` puts them
 in DIR2 instead (for Cityscapes, keep them out of a folder that the official evaluator is to scan).
+`predict` refuses, before predicting, a folder that holds any image or mask of the configured data sets
+and prediction files that exist already (`--overwrite true` replaces them;
+`tailseg.callbacks.predictions.check_prediction_folders`).
 
 Help: `tailseg --help` lists every subcommand with one line each (`SUBCOMMANDS`); `tailseg` alone prints
 the same to stderr and exits with status 2; `tailseg <subcommand> --help` lists that subcommand's options.
@@ -35,8 +40,14 @@ Configuration errors: on the command line (the console script and `python -m tai
 cannot be parsed (a wrong type, an unknown key, a missing config file) or that a class rejects while it
 is being built (e.g. `--data.batch_size 0`: a ValueError, TypeError or Lightning's
 MisconfigurationException raised while the model, the data or the trainer is instantiated) is reported
-as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit status is 2. Errors raised
-once the run has started (during `fit`, `validate`, ...) keep their traceback. Set `TAILSEG_TRACEBACK=1`
+as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit status is 2. So are, before
+the trainer and its run folder are made (`TailsegCLI.check_run`, `check_built`): `validate` or `test`
+without `--ckpt_path` (random weights), `test` without `data.test`, a checkpoint of another number of
+classes than the data, a `trainer.default_root_dir` that cannot be created or written, an optimizer that
+rejects its arguments (a negative lr), `--predict_dir` as above, and every data error that the
+DataModule's `setup` of the stage finds (it reads every sample of the stage's sets once, cached on disk:
+a truncated file, a mask of another size, a class missing from the training masks, 0 training batches;
+`tailseg.data.datamodule`). Errors raised once the run has started keep their traceback. Set `TAILSEG_TRACEBACK=1`
 to get jsonargparse's full message and the full traceback instead. `main(args)` called from Python with
 an explicit list behaves as LightningCLI does: the exceptions propagate.
 
@@ -67,7 +78,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException, SI
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter, check_prediction_folders
 from tailseg.callbacks.wandb_media import WandbMedia
-from tailseg.data import DataError, SegmentationDataModule
+from tailseg.data import SegmentationDataModule
 from tailseg.model import SegmentationModel
 
 #: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
@@ -80,6 +91,9 @@ SUBCOMMANDS = {
     "compare": "per-class IoU, gains and fairness tables of several runs (the papers' tables)",
     "matrix": "train configs x seeds as separate processes (resumable), then compare them",
 }
+
+#: The subcommands that run the trainer (their names are its stages).
+SUBCOMMANDS_OF_TRAINER = ("fit", "validate", "test", "predict")
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
 PREEMPTED = 143
@@ -215,7 +229,6 @@ class TailsegCLI(LightningCLI):
                 raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
             self.check_run(config)
             super().instantiate_classes()
-            self.check_built(config)
         except CONFIG_ERRORS as error:
             if not self.short_errors:
                 raise
@@ -252,9 +265,12 @@ class TailsegCLI(LightningCLI):
             why = f"{existing} is not a folder" if not existing.is_dir() else f"{existing} is not writable"
             raise ValueError(f"trainer.default_root_dir: {root}: the run folder cannot be created there ({why})")
 
-    def check_built(self, config) -> None:
-        """Refuse, once the classes are built and before any weights are loaded or files written, a checkpoint of
-        another number of classes than the data and a `--predict_dir` that would overwrite files."""
+    def check_built(self, writer: PredictionWriter | None) -> None:
+        """Refuse, once the model and the data are built and before the trainer (its run folder): a checkpoint of
+        another number of classes than the data, a `--predict_dir` (`writer`) that would overwrite files, and data
+        that `SegmentationDataModule.setup` of the stage rejects (every sample read once, cached; a class missing
+        from the training masks; 0 training batches)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
         path = config.get("ckpt_path")
         if path is not None and "://" not in str(path) and Path(path).is_file():
             classes = checkpoint_classes(path)
@@ -263,26 +279,17 @@ class TailsegCLI(LightningCLI):
                     f"ckpt_path: {path} holds a model of {classes} classes, but the data has "
                     f"{self.datamodule.num_classes} ({', '.join(self.datamodule.class_names)})"
                 )
-        writer = next((c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)), None)
         if self.subcommand == "predict" and writer is not None:
             dm = self.datamodule
             sets = [ds for ds in (dm.train_set, dm.val_set, dm.test_set, dm.predict_set) if ds is not None]
             check_prediction_folders(writer, dm.predict_set, sets, overwrite=bool(config.get("overwrite")))
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        """Check the data of the stage (`SegmentationDataModule.setup`: every sample read once, cached) before the
-        trainer starts, so that a bad file is reported (one line, with short errors) before any work."""
-        try:
-            if isinstance(self.datamodule, SegmentationDataModule):
-                self.datamodule.setup(subcommand)
-        except DataError as error:
-            if not self.short_errors:
-                raise
-            fail(f"tailseg {subcommand}", str(error))
-        super()._run_subcommand(subcommand)
+        if self.subcommand in SUBCOMMANDS_OF_TRAINER and isinstance(self.datamodule, SegmentationDataModule):
+            self.datamodule.setup(self.subcommand)  # the trainer sets it up again: nothing is done twice
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
+        writer = self.prediction_writer()
+        self.check_built(writer)
         extra = []
         if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
             root = config.get("default_root_dir") or os.getcwd()
@@ -294,7 +301,6 @@ class TailsegCLI(LightningCLI):
                 kwargs["logger"] = default_loggers(root)
             if any(isinstance(logger, WandbLogger) for logger in kwargs["logger"]):
                 extra.append(WandbMedia())  # per-class IoU table and chart, fairness, masks of a few images
-        writer = self.prediction_writer()
         if writer is not None:
             extra.append(writer)
         if self.subcommand == "fit" and not config.get("fast_dev_run"):
