@@ -135,6 +135,7 @@ def _checkpoint_of(path: Path, num_classes: int) -> str:
     ("subcommand", "args", "expected"),
     [
         ("test", [], ["data.test", "--data.test.class_path"]),
+        ("test", ["--data.test.init_args.root", "x"], ["the config sets no data.test", "--data.test.class_path"]),
         ("validate", [], ["ckpt_path", "random weights", "--ckpt_path last"]),
         ("test", ["--data.test", "{class_path: tailseg.data.SyntheticStreets, init_args: {split: test, num_images: 2}}"],
          ["ckpt_path", "random weights"]),
@@ -143,7 +144,7 @@ def _checkpoint_of(path: Path, num_classes: int) -> str:
         ("fit", ["--trainer.default_root_dir", "{file}/runs"], ["trainer.default_root_dir", "is not a folder"]),
         ("fit", ["--model.optimizer.init_args.lr", "-0.1"], ["model.optimizer", "-0.1"]),
     ],
-    ids=["test-without-data-test", "validate-without-ckpt", "test-without-ckpt", "validate-ckpt-of-3-classes",
+    ids=["test-without-data-test", "test-root-without-class", "validate-without-ckpt", "test-without-ckpt", "validate-ckpt-of-3-classes",
          "predict-ckpt-of-3-classes", "root-under-a-file", "negative-lr"],
 )  # fmt: skip
 def test_user_mistakes_are_one_line(subcommand, args, expected, tmp_path):

@@ -147,6 +147,10 @@ def short_error(message: str, options: Sequence[str] = ()) -> str:
             parts.append(re.sub(r'^Parser key "([^"]+)":', r"\1:", text))
     short = " ".join(parts) or message.strip()
     short = re.sub(r"Expected an? <class '([\w.]+)'>\. Got value: ", r"expected \1, got ", short)
+    if unset := re.match(r"(data\.\w+): Expected an instantiatable class", short):  # e.g. init_args without class_path
+        short += (
+            f" (the config sets no {unset[1]}: give --{unset[1]}.class_path CLASS with its --{unset[1]}.init_args.*)"
+        )
     unknown = re.match(r"unrecognized arguments: (\S+)", short)
     if unknown and (close := difflib.get_close_matches(unknown[1].split("=")[0], options, n=1)):
         short += f" (did you mean {close[0]}?)"

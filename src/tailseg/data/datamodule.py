@@ -150,7 +150,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         mean: Normalisation mean (per channel, pixel values in [0, 1]).
         std: Normalisation standard deviation.
         batch_size: Training crops per batch (per process).
-        eval_batch_size: Whole images per validation/test/predict batch.
+        eval_batch_size: The most whole images per validation/test/predict batch; a batch holds images of one
+            size (`SameSizeBatches` where a set's images differ in size).
         num_workers: Data-loader worker processes.
         train_sampler: A factory called with the (N, C) class pixel-count table that returns the
             training sampler (default: `UniformSampler`). In YAML, a `class_path` whose init
