@@ -264,7 +264,9 @@ class TailsegCLI(LightningCLI):
                 "--ckpt_path PATH.ckpt, or --ckpt_path last for the newest checkpoint under trainer.default_root_dir"
             )
         root = Path(config.get("trainer.default_root_dir") or os.getcwd())
-        existing = next(folder for folder in (root, *root.parents) if folder.exists())
+        if "://" in str(config.get("trainer.default_root_dir")):
+            return  # a remote root (fsspec) is the file system's to check
+        existing = next(folder for folder in (root.absolute(), *root.absolute().parents) if folder.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             why = f"{existing} is not a folder" if not existing.is_dir() else f"{existing} is not writable"
             raise ValueError(f"trainer.default_root_dir: {root}: the run folder cannot be created there ({why})")
