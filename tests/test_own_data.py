@@ -113,7 +113,7 @@ def test_predict_refuses_a_folder_of_the_data_set(where, folders, tmp_path):
     result = tailseg("predict", "--config", str(config), *TINY, "--predict_dir", str(target), cwd=tmp_path)
     one_line_error(result, "predict", "--predict_dir", str(target.resolve()), "holds files of the data set")
     assert {p: p.read_bytes() for p in folders["val"].rglob("*") if p.is_file()} == before
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.png"))
+    assert not (tmp_path / "runs").exists()  # refused before the trainer made its run folder
 
 
 @pytest.mark.parametrize(
