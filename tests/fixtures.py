@@ -262,3 +262,30 @@ def write_camvid(
         lines = "".join(f"{split}/{name}.png {split}annot/{name}.png\n" for name in names)
         (root / f"{split}.txt").write_text(lines)
     return root
+
+
+def write_image_mask_folder(
+    root: str | os.PathLike,
+    sizes: Sequence[tuple[int, int]] = ((48, 64), (48, 64)),
+    labels: Sequence[int] = (0, 1, 2),
+    seed: int = 0,
+    suffix: str = ".png",
+) -> Path:
+    """Write an `ImageMaskFolder` under `root`: `images/img<i><suffix>` and `masks/img<i>.png`, one pair per size.
+
+    Each mask holds horizontal bands of `labels` (e.g. (0, 255) for binary masks saved as 0/255), so every
+    label appears in every mask; the images are random pixels.
+
+    Returns:
+        `root` as a Path.
+    """
+    root = Path(root)
+    for i, size in enumerate(sizes):
+        rng = _rng(seed, "own", i)
+        _save(
+            _image(rng, tuple(size)),
+            root / "images" / f"img{i}{suffix}",
+            **({"quality": 95} if suffix == ".jpg" else {}),
+        )
+        _save(_bands(rng, tuple(size), list(labels)), root / "masks" / f"img{i}.png")
+    return root

@@ -3,6 +3,7 @@ run one after another in one folder with the logger off."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -120,3 +121,70 @@ def test_evaluations_with_the_logger_off_share_a_folder(tmp_path, monkeypatch):
     assert (folder / "config.validate.yaml").is_file() and (folder / "config.predict.yaml").is_file()
     assert (folder / "config.yaml").read_text() == fit_config  # the training config is left alone
     assert "ckpt_path" in (folder / "config.predict.yaml").read_text()
+
+
+def _checkpoint_of(path: Path, num_classes: int) -> str:
+    """A file with what `tailseg` reads of a checkpoint before loading it: the model's saved hyper-parameters."""
+    import torch
+
+    torch.save({"hyper_parameters": {"num_classes": num_classes}, "state_dict": {}}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "args", "expected"),
+    [
+        ("test", [], ["data.test", "--data.test.class_path"]),
+        ("test", ["--data.test.init_args.root", "x"], ["the config sets no data.test", "--data.test.class_path"]),
+        ("validate", [], ["ckpt_path", "random weights", "--ckpt_path last"]),
+        ("test", ["--data.test", "{class_path: tailseg.data.SyntheticStreets, init_args: {split: test, num_images: 2}}"],
+         ["ckpt_path", "random weights"]),
+        ("validate", ["--ckpt_path", "{three}"], ["ckpt_path", "3 classes", "the data has 19"]),
+        ("predict", ["--ckpt_path", "{three}"], ["3 classes", "the data has 19"]),
+        ("fit", ["--trainer.default_root_dir", "{file}/runs"], ["trainer.default_root_dir", "is not a folder"]),
+        ("fit", ["--model.optimizer.init_args.lr", "-0.1"], ["model.optimizer", "-0.1"]),
+    ],
+    ids=["test-without-data-test", "test-root-without-class", "validate-without-ckpt", "test-without-ckpt", "validate-ckpt-of-3-classes",
+         "predict-ckpt-of-3-classes", "root-under-a-file", "negative-lr"],
+)  # fmt: skip
+def test_user_mistakes_are_one_line(subcommand, args, expected, tmp_path):
+    """Mistakes that used to end in a traceback, or worse in a run that scores random weights: one line, status 2,
+    before anything is written."""
+    (tmp_path / "a-file").write_text("")
+    values = {"{three}": _checkpoint_of(tmp_path / "three.ckpt", 3), "{file}/runs": str(tmp_path / "a-file" / "runs")}
+    args = [values.get(a, a) for a in args]
+    result = tailseg(subcommand, "--config", SYNTHETIC, *tiny_synthetic_args(), "--trainer.default_root_dir",
+                     str(tmp_path / "runs"), *args, cwd=tmp_path)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith(f"tailseg {subcommand}: error: ") and all(t in lines[-1] for t in expected), lines[-1]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_run_folder_is_one_line(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    result = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--trainer.default_root_dir",
+                     str(tmp_path / "ro" / "runs"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(f"({tmp_path / 'ro'} is not writable)")
+
+
+def test_describe_with_a_missing_root_is_one_line(tmp_path):
+    result = tailseg("describe", "--config", str(ROOT / "experiments" / "camvid" / "base.yaml"),
+                     "--data.train.init_args.root", str(tmp_path / "nowhere"), cwd=tmp_path)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert lines[0].startswith("tailseg describe: error: ") and str(tmp_path / "nowhere") in lines[0], lines[0]
+
+
+def test_evaluations_do_not_add_run_folders_to_the_training_root(tmp_path, monkeypatch):
+    """With the default loggers, validate writes its run folder under evaluations/validate/, not version_<N>."""
+    monkeypatch.chdir(tmp_path)
+    common = ["--config", SYNTHETIC, *tiny_synthetic_args(train=4, val=2), "--trainer.default_root_dir",
+              str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    main(["fit", *common, "--trainer.max_steps", "1"])
+    main(["validate", *common, "--ckpt_path", "last"])
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["evaluations", "version_0"]
+    report = json.loads((tmp_path / "runs" / "evaluations" / "validate" / "version_0" / "report.json").read_text())
+    assert report["stage"] == "validate" and report["num_images"] == 2

@@ -146,8 +146,10 @@ def _flat(batches: list[list[int]]) -> list[int]:
 
 
 def _val_metrics(run_dir: Path) -> dict[str, str]:
-    """The `val/...` values of a run's (single) validation, as metrics.csv holds them."""
-    rows = list(csv.DictReader((run_dir / "version_0" / "metrics.csv").open()))
+    """The `val/...` values of a run's (single) validation, as metrics.csv holds them (`fit`: in `version_0/`,
+    `validate`: in `evaluations/validate/version_0/`)."""
+    (path,) = [*run_dir.glob("version_0/metrics.csv"), *run_dir.glob("evaluations/validate/version_0/metrics.csv")]
+    rows = list(csv.DictReader(path.open()))
     row = next(row for row in rows if row.get("val/miou"))
     return {key: value for key, value in row.items() if key.startswith("val/")}
 
@@ -222,9 +224,10 @@ def test_predict_in_two_processes_writes_each_file_once(fitted):
 
 
 @pytest.mark.slow
-def test_two_processes_refuse_a_set_smaller_than_the_ranks(tmp_path):
+def test_two_processes_refuse_a_set_smaller_than_the_ranks(fitted):
     """One validation image for 2 processes: both stop with the reason instead of one waiting forever."""
-    done = _run(["validate", *_common(tmp_path, "tiny", val=1), *DDP])
+    tmp, ckpt = fitted
+    done = _run(["validate", *_common(tmp, "tiny", val=1), *DDP, "--ckpt_path", ckpt])
     assert done.returncode != 0
     assert "validation data set has 1 image(s) for 2 processes" in done.stderr
 

@@ -16,9 +16,11 @@ exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newe
 (`PREEMPTED`), so a job script can requeue exactly the runs that were pre-empted. `validate`,
 `test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
 
-Run directories: unless the config sets `trainer.logger`, each run gets a fresh
+Run directories: unless the config sets `trainer.logger`, each `fit` gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
-logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`. W&B mode comes from
+logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`; `validate`, `test` and
+`predict` get theirs under `<trainer.default_root_dir>/evaluations/<subcommand>/version_<N>/`, so the
+root's `version_*` folders are the training runs only. W&B mode comes from
 `WANDB_MODE` (default "offline": no account, no network; "online" syncs, "disabled" turns it off).
 
 Predictions: `predict` runs the model (with the config's `model.tiling`) over `data.predict`, or over
@@ -27,6 +29,9 @@ official format (`tailseg.callbacks.predictions.PredictionWriter`; Cityscapes la
 ADE20K ids + 1) and makes `predict` keep nothing in memory (`return_predictions` defaults to false then).
 `--predict_color true` adds `<name>_color.png` pictures beside them, `--predict_color_dir DIR2` puts them
 in DIR2 instead (for Cityscapes, keep them out of a folder that the official evaluator is to scan).
+`predict` refuses, before predicting, a folder that holds any image or mask of the configured data sets
+and prediction files that exist already (`--overwrite true` replaces them;
+`tailseg.callbacks.predictions.check_prediction_folders`).
 
 Help: `tailseg --help` lists every subcommand with one line each (`SUBCOMMANDS`); `tailseg` alone prints
 the same to stderr and exits with status 2; `tailseg <subcommand> --help` lists that subcommand's options.
@@ -35,8 +40,14 @@ Configuration errors: on the command line (the console script and `python -m tai
 cannot be parsed (a wrong type, an unknown key, a missing config file) or that a class rejects while it
 is being built (e.g. `--data.batch_size 0`: a ValueError, TypeError or Lightning's
 MisconfigurationException raised while the model, the data or the trainer is instantiated) is reported
-as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit status is 2. Errors raised
-once the run has started (during `fit`, `validate`, ...) keep their traceback. Set `TAILSEG_TRACEBACK=1`
+as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit status is 2. So are, before
+the trainer and its run folder are made (`TailsegCLI.check_run`, `check_built`): `validate` or `test`
+without `--ckpt_path` (random weights), `test` without `data.test`, a checkpoint of another number of
+classes than the data, a `trainer.default_root_dir` that cannot be created or written, an optimizer that
+rejects its arguments (a negative lr), `--predict_dir` as above, and every data error that the
+DataModule's `setup` of the stage finds (it reads every sample of the stage's sets once, cached on disk:
+a truncated file, a mask of another size, a class missing from the training masks, 0 training batches;
+`tailseg.data.datamodule`). Errors raised once the run has started keep their traceback. Set `TAILSEG_TRACEBACK=1`
 to get jsonargparse's full message and the full traceback instead. `main(args)` called from Python with
 an explicit list behaves as LightningCLI does: the exceptions propagate.
 
@@ -65,7 +76,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
-from tailseg.callbacks.predictions import PredictionWriter
+from tailseg.callbacks.predictions import PredictionWriter, check_prediction_folders
 from tailseg.callbacks.wandb_media import WandbMedia
 from tailseg.data import SegmentationDataModule
 from tailseg.lightning_compat import ignore_not_resumable_warning, subcommand_parsers
@@ -97,6 +108,9 @@ CKPT_PATH_HELP = {
         for name, verb in (("validate", "validate"), ("test", "test"), ("predict", "predict with"))
     },
 }
+
+#: The subcommands that run the trainer (their names are its stages).
+SUBCOMMANDS_OF_TRAINER = ("fit", "validate", "test", "predict")
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
 PREEMPTED = 143
@@ -150,6 +164,10 @@ def short_error(message: str, options: Sequence[str] = ()) -> str:
             parts.append(re.sub(r'^Parser key "([^"]+)":', r"\1:", text))
     short = " ".join(parts) or message.strip()
     short = re.sub(r"Expected an? <class '([\w.]+)'>\. Got value: ", r"expected \1, got ", short)
+    if unset := re.match(r"(data\.\w+): Expected an instantiatable class", short):  # e.g. init_args without class_path
+        short += (
+            f" (the config sets no {unset[1]}: give --{unset[1]}.class_path CLASS with its --{unset[1]}.init_args.*)"
+        )
     unknown = re.match(r"unrecognized arguments: (\S+)", short)
     if unknown and (close := difflib.get_close_matches(unknown[1].split("=")[0], options, n=1)):
         short += f" (did you mean {close[0]}?)"
@@ -206,6 +224,12 @@ class TailsegCLI(LightningCLI):
             "--predict_color", type=bool, default=False, help="predict: also write <name>_color.png pictures."
         )
         parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="predict: replace prediction files that --predict_dir already holds (refused otherwise).",
+        )
+        parser.add_argument(
             "--predict_color_dir",
             type=str | None,
             default=None,
@@ -232,6 +256,7 @@ class TailsegCLI(LightningCLI):
             local = path is not None and "://" not in str(path)  # remote paths are Lightning's (fsspec) to check
             if local and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
                 raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            self.check_run(config)
             super().instantiate_classes()
         except CONFIG_ERRORS as error:
             if not self.short_errors:
@@ -249,14 +274,64 @@ class TailsegCLI(LightningCLI):
             raise ValueError(f"ckpt_path: 'last' found no checkpoint under {', '.join(map(str, folders))}")
         print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
 
+    def check_run(self, config) -> None:
+        """Refuse, before anything is built, runs that could only fail or mislead (ValueError naming the field)."""
+        sub = self.subcommand
+        if sub == "test" and config.get("data.test") is None:
+            raise ValueError(
+                "data.test: `tailseg test` needs a test data set; set data.test in the config or give it on the command "
+                "line, e.g. --data.test.class_path tailseg.data.ImageMaskFolder --data.test.init_args.root DIR "
+                "--data.test.init_args.class_names '[...]'"
+            )
+        if sub in ("validate", "test") and config.get("ckpt_path") is None:
+            raise ValueError(
+                f"ckpt_path: `tailseg {sub}` without a checkpoint would score random weights; give "
+                "--ckpt_path PATH.ckpt, or --ckpt_path last for the newest checkpoint under trainer.default_root_dir"
+            )
+        root = Path(config.get("trainer.default_root_dir") or os.getcwd())
+        if "://" in str(config.get("trainer.default_root_dir")):
+            return  # a remote root (fsspec) is the file system's to check
+        existing = next(folder for folder in (root.absolute(), *root.absolute().parents) if folder.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = f"{existing} is not a folder" if not existing.is_dir() else f"{existing} is not writable"
+            raise ValueError(f"trainer.default_root_dir: {root}: the run folder cannot be created there ({why})")
+
+    def check_built(self, writer: PredictionWriter | None) -> None:
+        """Refuse, once the model and the data are built and before the trainer (its run folder): a checkpoint of
+        another number of classes than the data, a `--predict_dir` (`writer`) that would overwrite files, and data
+        that `SegmentationDataModule.setup` of the stage rejects (every sample read once, cached; a class missing
+        from the training masks; 0 training batches)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        path = config.get("ckpt_path")
+        if path is not None and "://" not in str(path) and Path(path).is_file():
+            classes = checkpoint_classes(path)
+            if classes is not None and classes != self.datamodule.num_classes:
+                raise ValueError(
+                    f"ckpt_path: {path} holds a model of {classes} classes, but the data has "
+                    f"{self.datamodule.num_classes} ({', '.join(self.datamodule.class_names)})"
+                )
+        if self.subcommand == "predict" and writer is not None:
+            dm = self.datamodule
+            sets = [ds for ds in (dm.train_set, dm.val_set, dm.test_set, dm.predict_set) if ds is not None]
+            check_prediction_folders(writer, dm.predict_set, sets, overwrite=bool(config.get("overwrite")))
+        if self.subcommand in SUBCOMMANDS_OF_TRAINER and isinstance(self.datamodule, SegmentationDataModule):
+            self.datamodule.setup(self.subcommand)  # the trainer sets it up again: nothing is done twice
+
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
+        writer = self.prediction_writer()
+        self.check_built(writer)
         extra = []
         if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
-            kwargs["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd())
+            root = config.get("default_root_dir") or os.getcwd()
+            if self.subcommand in ("validate", "test", "predict"):  # evaluations stay out of the training runs
+                kwargs["logger"] = default_loggers(
+                    Path(root) / "evaluations" / self.subcommand, f"{Path(root).resolve().name}-{self.subcommand}"
+                )
+            else:
+                kwargs["logger"] = default_loggers(root)
             if any(isinstance(logger, WandbLogger) for logger in kwargs["logger"]):
                 extra.append(WandbMedia())  # per-class IoU table and chart, fairness, masks of a few images
-        writer = self.prediction_writer()
         if writer is not None:
             extra.append(writer)
         if self.subcommand == "fit" and not config.get("fast_dev_run"):
@@ -307,9 +382,35 @@ def latest_checkpoint(folders: list[str]) -> str | None:
     return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
 
 
-def default_loggers(root: str) -> list:
-    """A CSV logger that owns a fresh `root/version_<N>` run directory, and W&B inside it."""
-    csv = CSVLogger(save_dir=root, name="")
+def checkpoint_classes(path: str | os.PathLike) -> int | None:
+    """The `num_classes` a checkpoint's model was built with (its saved hyper-parameters), None if it does not say.
+
+    The file is memory-mapped, so the weights are not read."""
+    import torch
+
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # not a zip file (the legacy format): no memory map
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any reason a file is not a checkpoint
+        raise ValueError(
+            f"ckpt_path: {path} cannot be read as a checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"ckpt_path: {path} is not a Lightning checkpoint")
+    classes = (checkpoint.get("hyper_parameters") or {}).get("num_classes")
+    return int(classes) if classes is not None else None
+
+
+def default_loggers(root: str | os.PathLike, name: str | None = None) -> list:
+    """A CSV logger that owns a fresh `root/version_<N>` run directory, and W&B inside it.
+
+    Args:
+        root: The folder of the runs.
+        name: The first part of the W&B run's name (default: the folder's name), `<name>-version_<N>`.
+    """
+    csv = CSVLogger(save_dir=str(root), name="")
     run_dir = Path(csv.log_dir)
     mode = os.environ.get("WANDB_MODE", "offline")
     if mode == "disabled":
@@ -317,7 +418,7 @@ def default_loggers(root: str) -> list:
     _ = csv.experiment  # claims the (empty) run directory before W&B writes into it
     wandb = WandbLogger(
         project=os.environ.get("WANDB_PROJECT", "tailseg"),
-        name=f"{Path(root).resolve().name}-{run_dir.name}",
+        name=f"{name or Path(root).resolve().name}-{run_dir.name}",
         save_dir=str(run_dir),
         mode=mode,
     )
@@ -348,7 +449,7 @@ def main(args: list[str] | None = None) -> TailsegCLI | None:
     if argv[0] == "describe":
         from tailseg.describe import describe_main
 
-        describe_main(argv[1:])
+        describe_main(argv[1:], short_errors=args is None and os.environ.get("TAILSEG_TRACEBACK", "") in ("", "0"))
         return
     if argv[0] == "compare":
         from tailseg.compare import compare_main

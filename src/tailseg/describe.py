@@ -29,7 +29,25 @@ def describe_table(counts: np.ndarray, class_names, title: str) -> str:
     return "\n".join(lines)
 
 
-def describe_main(argv: list[str]) -> None:
+def describe_main(argv: list[str], short_errors: bool = False) -> None:
+    """Run `tailseg describe ARGV`.
+
+    Args:
+        argv: The command line after `describe`.
+        short_errors: Report a data set that cannot be built or read (a missing root, a bad file) as one line,
+            `tailseg describe: error: ...`, with exit status 2, instead of the traceback.
+    """
+    try:
+        _describe(argv)
+    except ValueError as error:  # DataError and the classes' own checks
+        if not short_errors:
+            raise
+        from tailseg.cli import fail, short_error
+
+        fail("tailseg describe", short_error(str(error)))
+
+
+def _describe(argv: list[str]) -> None:
     parser = ArgumentParser(prog="tailseg describe", description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(SegmentationDataModule, "data")

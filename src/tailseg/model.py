@@ -130,6 +130,11 @@ class SegmentationModel(pl.LightningModule):
                 "set model.loss.init_args.ignore_index to match"
             )
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        if optimizer is not None:  # a wrong value (e.g. a negative lr) stops here, not at the start of training
+            try:
+                optimizer([nn.Parameter(torch.zeros(1))])
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"model.optimizer: {error}") from error
         self.tiling = tiling if tiling is not None else Tiling("whole")
         self.tiling.pad_to = math.lcm(self.tiling.pad_to, int(self.net.encoder.output_stride))
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix.

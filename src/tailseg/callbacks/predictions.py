@@ -20,6 +20,11 @@ predict loader is not sharded across ranks (another DataModule, with `use_distri
 all ranks see every image and only global rank 0 writes. Files are written to a temporary name and
 renamed into place, so a reader never sees half a file.
 
+Safety (`check_prediction_folders`, which `tailseg predict` runs before predicting): the folders must not
+hold any file of the data sets (an image or mask of a file-based data set, i.e. one with `image_paths` /
+`mask_paths`: `--predict_dir` pointed at the masks folder would overwrite the ground truth), and files that
+the run would write must not exist yet unless `overwrite` (`--overwrite true`).
+
 Cityscapes: the official `csEvalPixelLevelSemanticLabeling` matches every `<city>_<seq>_<frame>*.png`
 below `CITYSCAPES_RESULTS`, so colour pictures in the same folder make it stop with "Found multiple
 predictions"; give them another folder (`color_dir`, `--predict_color_dir`) when the folder is to be scored.
@@ -53,6 +58,36 @@ def _save(image, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     image.save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def dataset_files(dataset) -> list[Path]:
+    """The image and mask files of a file-based data set (`image_paths`, `mask_paths`); none for others."""
+    return [Path(p) for p in (*getattr(dataset, "image_paths", ()), *getattr(dataset, "mask_paths", ()))]
+
+
+def check_prediction_folders(writer: PredictionWriter, predicted, datasets, overwrite: bool = False) -> None:
+    """Refuse (ValueError naming the folder and a file) prediction folders that hold files of `datasets`, or files
+    that predicting `predicted` would replace when not `overwrite` (see the module docs)."""
+    folders = {writer.predict_dir.resolve(): "--predict_dir"}
+    if writer.color:
+        folders.setdefault(writer.color_dir.resolve(), "--predict_color_dir")
+    for folder, option in folders.items():
+        for dataset in datasets:
+            inside = next((f for f in dataset_files(dataset) if f.resolve().is_relative_to(folder)), None)
+            if inside is not None:
+                raise ValueError(
+                    f"{option}: {folder} holds files of the data set ({inside}); predictions written there could "
+                    "overwrite them: choose a folder outside the data set"
+                )
+    names = [writer.predict_dir / predicted.prediction_file(i) for i in range(len(predicted))]
+    if writer.color:
+        names += [writer.color_dir / f"{predicted.prediction_name(i)}_color.png" for i in range(len(predicted))]
+    existing = [path for path in names if path.exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"--predict_dir: {len(existing)} prediction files already exist, the first: {existing[0]}; "
+            "give --overwrite true to replace them, or another folder"
+        )
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -8,7 +8,10 @@ Conventions:
 - Images are uint8 RGB arrays of shape (H, W, 3).
 - Masks are integer arrays of shape (H, W) holding train ids 0..C-1 and `ignore_index`.
 - Every sample is checked when loaded: a label outside [0, C) other than `ignore_index`, or an
-  image and mask of different sizes, raises `DataError` naming the sample.
+  image and mask of different sizes, raises `DataError` naming the sample. The DataModule loads every
+  sample of the sets a run uses once before the first step (`tailseg.data.stats.check_samples`).
+- `require_every_class = True` (e.g. `ImageMaskFolder`) makes `fit` refuse a training set in which a
+  class never appears; the benchmarks' classes are fixed, so their subsets may lack some.
 
 Predictions (`tailseg predict --predict_dir DIR`, `tailseg.callbacks.predictions.PredictionWriter`) are
 written in each data set's official format through three overridable methods: `prediction_file(index)`
@@ -56,6 +59,9 @@ class SegmentationDataset(torch.utils.data.Dataset, abc.ABC):
         class_names: One name per train id, in id order.
         ignore_index: The label of pixels that count for nothing (void).
     """
+
+    #: `fit` stops when a class appears in no training mask (`SegmentationDataModule.setup`).
+    require_every_class: bool = False
 
     def __init__(self, class_names: Sequence[str], ignore_index: int = 255) -> None:
         self.class_names = tuple(class_names)

@@ -14,6 +14,18 @@ the sampler's state - not on worker count, not on torch's global random state - 
 from a checkpoint sees exactly the crops of an uninterrupted run. The loaders draw their worker
 seeds from private generators and leave torch's global generator (used by dropout) alone.
 
+Checks before the first step: `setup` loads every sample of the sets the stage uses once (train and
+val for `fit`, val for `validate`, test for `test`, the predicted set for `predict`;
+`tailseg.data.stats.check_samples`, threads, cached on disk), so a truncated or mismatched file stops the
+run before any work with the file named. `fit` also refuses a training loader of 0 batches
+(`batch_size` above the number of training images) and, for data sets with `require_every_class`
+(`ImageMaskFolder`), a class that appears in no training mask.
+
+Evaluation batches (`eval_batch_size`) hold images of one size: where a set's images differ in size
+(known from the check), a batch ends early when the next image's size differs (`SameSizeBatches`), so
+every image is predicted whole and at its own size, as with batches of one, with no padding that could
+change the predictions near its border. Sets of one image size batch as usual.
+
 Class statistics: `class_pixel_counts` is the (N, C) table of the training set, computed once
 (in parallel) and cached on disk (`tailseg.data.stats`). It is *the* channel through which
 losses and samplers get class statistics: samplers receive it at construction, and losses
@@ -28,11 +40,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from tailseg.data.base import DataError, SegmentationDataset
 from tailseg.data.shards import EvalShard
-from tailseg.data.stats import class_pixel_counts
+from tailseg.data.stats import check_samples, class_pixel_counts
 from tailseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 from tailseg.lightning_compat import batches_done_in_epoch, training_prefetch_depth
 from tailseg.resume import TrainingStream
@@ -65,6 +77,58 @@ class TransformedDataset(torch.utils.data.Dataset):
         return {"image": image_t, "mask": mask_t, "index": index, "name": name, "class": focus}
 
 
+class SameSizeBatches(BatchSampler):
+    """Batches of up to `batch_size` consecutive indices of `sampler` whose images have the same size.
+
+    A `BatchSampler` with its arguments, so that Lightning can put its own sampler in (DDP) and set
+    `drop_last=False` (prediction) as for PyTorch's.
+
+    Args:
+        sampler: The indices in order (e.g. an `EvalShard`); kept as `.sampler`.
+        sizes: (N, 2) image sizes by index.
+        batch_size: The most images in a batch.
+        drop_last: Must be False: every image is evaluated.
+    """
+
+    def __init__(self, sampler: Sampler, sizes: np.ndarray, batch_size: int, drop_last: bool = False) -> None:
+        if drop_last:
+            raise ValueError("SameSizeBatches: drop_last must be False (every image is evaluated)")
+        super().__init__(sampler, int(batch_size), False)
+        self.sizes = np.asarray(sizes)
+
+    def __iter__(self):
+        batch: list[int] = []
+        for index in self.sampler:
+            if batch and (len(batch) == self.batch_size or tuple(self.sizes[index]) != tuple(self.sizes[batch[0]])):
+                yield batch
+                batch = []
+            batch.append(int(index))
+        if batch:
+            yield batch
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def missing_class_error(dataset: SegmentationDataset, counts: np.ndarray) -> DataError | None:
+    """The error of a training set in which a class has no pixel (None if every class has some).
+
+    The hint for binary masks assumes 2 classes, ignore index 255 and class 1 missing: masks saved as 0/255.
+    """
+    missing = np.flatnonzero(counts.sum(axis=0) == 0).tolist()
+    if not missing:
+        return None
+    names = ", ".join(f"'{dataset.class_names[c]}' (id {c})" for c in missing)
+    message = f"data.train: class {names} appears in no training mask of the {len(dataset)} images; every class needs "
+    message += "labelled training pixels (check data.train's class_names and the mask values)"
+    if dataset.num_classes == 2 and missing == [1] and dataset.ignore_index == 255:
+        message += (
+            "; masks saved as 0/255 hold 255, which is the ignore index (ignore_index 255): map 255 to 1 with "
+            "label_map: {255: 1} in data.train.init_args and data.val.init_args"
+        )
+    return DataError(message)
+
+
 def _positive(field: str, value: int) -> int:
     if int(value) < 1:
         raise ValueError(f"SegmentationDataModule: {field} must be >= 1, got {value}")
@@ -88,7 +152,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         mean: Normalisation mean (per channel, pixel values in [0, 1]).
         std: Normalisation standard deviation.
         batch_size: Training crops per batch (per process).
-        eval_batch_size: Whole images per validation/test/predict batch.
+        eval_batch_size: The most whole images per validation/test/predict batch; a batch holds images of one
+            size (`SameSizeBatches` where a set's images differ in size).
         num_workers: Data-loader worker processes.
         train_sampler: A factory called with the (N, C) class pixel-count table that returns the
             training sampler (default: `UniformSampler`). In YAML, a `class_path` whose init
@@ -156,6 +221,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.train_sampler: Sampler | None = None
         self.stream: TrainingStream | None = None  # built with the sampler when fitting starts
         self._counts: np.ndarray | None = None
+        self.image_sizes: dict[str, np.ndarray] = {}  # (N, 2) image sizes of each checked set ("train", "val", ...)
 
     # What the CLI links into the model: the classes of the training set, or of the first data set given.
     @property
@@ -192,11 +258,19 @@ class SegmentationDataModule(pl.LightningDataModule):
             if self.train_set is None:
                 raise DataError("SegmentationDataModule: fit needs a training data set (data.train)")
             _ = self.class_pixel_counts  # checks every training mask before training starts
+            if getattr(self.train_set, "require_every_class", False) and (
+                error := missing_class_error(self.train_set, self.class_pixel_counts)
+            ):
+                raise error
+            self._check("train", self.train_set)
             if self.val_set is not None:
                 self.val_set.prepare(workers)
+                self._check("val", self.val_set)
             if self.seed is None:
                 self.seed = torch.initial_seed() % 2**31
-            self.seed = self._rank_zero_seed(self.seed)
+            seed = self._rank_zero_seed(self.seed)
+            if seed != self.seed:  # the stream was built before the trainer was attached (the CLI's early checks)
+                self.seed, self.train_sampler, self.stream = seed, None, None
             if self.train_sampler is None:
                 lag = training_prefetch_depth(self.num_workers)
                 self.train_sampler = build_sampler(
@@ -208,14 +282,28 @@ class SegmentationDataModule(pl.LightningDataModule):
                         f"SegmentationDataModule: the batch sampler's batch_size {size} differs from "
                         f"data.batch_size {self.batch_size}; leave the sampler's unset"
                     )
-                self.stream = TrainingStream(
+                stream = TrainingStream(
                     self.train_sampler, self.seed, self.batch_size, self._batches_trained_in_epoch, self._current_epoch
                 )
+                if stream.keys.num_batches() == 0:
+                    self.train_sampler = None
+                    raise DataError(
+                        f"data.batch_size {self.batch_size} is larger than the {len(self.train_set)} training images "
+                        f"(data.train): an epoch would have 0 training batches (the last incomplete batch is "
+                        f"dropped); lower data.batch_size to at most {len(self.train_set)}"
+                    )
+                self.stream = stream
         for name, ds in (("validate", self.val_set), ("test", self.test_set), ("predict", self.predict_set)):
             if stage == name:
                 if ds is None:
                     raise DataError(f"SegmentationDataModule: no '{name}' data set is configured for stage '{stage}'")
                 ds.prepare(workers)
+                self._check({"validate": "val"}.get(name, name), ds)
+
+    def _check(self, split: str, dataset: SegmentationDataset) -> None:
+        """Load every sample of `dataset` once (cached: `check_samples`) and keep its image sizes for batching."""
+        if split not in self.image_sizes:
+            self.image_sizes[split] = check_samples(dataset, cache_dir=self.stats_cache_dir)
 
     def _rank_zero_seed(self, seed: int) -> int:
         """Rank 0's `seed` on every DDP rank (each rank may have another `torch.initial_seed()`): all ranks then draw
@@ -248,10 +336,15 @@ class SegmentationDataModule(pl.LightningDataModule):
                 "checkpoint, the batches already trained on are skipped (tailseg.resume)"
             )
 
-    def _loader(self, dataset: SegmentationDataset, transform, batch_size: int, **kwargs) -> DataLoader:
-        return DataLoader(
-            TransformedDataset(dataset, transform), batch_size=batch_size, **self._loader_options(), **kwargs
-        )
+    def _eval_loader(self, split: str, dataset: SegmentationDataset, sampler: Sampler) -> DataLoader:
+        """Whole images of `dataset` in `eval_batch_size` batches, of one image size each (see the module docs)."""
+        sizes = self.image_sizes.get(split)
+        options = {**self._loader_options()}
+        if sizes is not None and len(sizes) and (sizes != sizes[0]).any():
+            options["batch_sampler"] = SameSizeBatches(sampler, sizes, self.eval_batch_size)
+        else:
+            options.update(batch_size=self.eval_batch_size, sampler=sampler)
+        return DataLoader(TransformedDataset(dataset, self.eval_transform), **options)
 
     def _current_epoch(self) -> int | None:
         trainer = getattr(self, "trainer", None)
@@ -280,14 +373,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         if self.val_set is None:
             return []
         sampler = EvalShard.for_trainer(self.val_set, getattr(self, "trainer", None), split="validation")
-        return self._loader(self.val_set, self.eval_transform, self.eval_batch_size, sampler=sampler)
+        return self._eval_loader("val", self.val_set, sampler)
 
     def test_dataloader(self) -> DataLoader:
         """Whole test images, sharded across DDP ranks like `val_dataloader`."""
         sampler = EvalShard.for_trainer(self.test_set, getattr(self, "trainer", None), split="test")
-        return self._loader(self.test_set, self.eval_transform, self.eval_batch_size, sampler=sampler)
+        return self._eval_loader("test", self.test_set, sampler)
 
     def predict_dataloader(self) -> DataLoader:
         """Whole images to predict, sharded across DDP ranks like `val_dataloader` (each rank writes its own)."""
         sampler = EvalShard.for_trainer(self.predict_set, getattr(self, "trainer", None), split="predict")
-        return self._loader(self.predict_set, self.eval_transform, self.eval_batch_size, sampler=sampler)
+        return self._eval_loader("predict", self.predict_set, sampler)

@@ -90,35 +90,72 @@ class FileSegmentationDataset(SegmentationDataset):
 class ImageMaskFolder(FileSegmentationDataset):
     """A custom data set: `root/images/<stem>.<ext>` with label maps `root/masks/<stem>.png`.
 
-    Masks hold train ids 0..C-1 and `ignore_index` as pixel values.
+    Masks hold train ids 0..C-1 and `ignore_index` as pixel values (8- or 16-bit single-channel PNGs;
+    palette PNGs give their palette indices). `label_map` rewrites values when the files hold others,
+    e.g. `{255: 1}` for binary masks saved as 0/255.
+
+    Every class must appear in the training masks: `fit` stops with the class named when one does not
+    (`require_every_class`), since such a class can never be learned and a value that should have been
+    that class (255 in 0/255 masks) is most likely counted as the ignore index.
 
     Args:
         root: The folder.
         class_names: One name per train id.
-        images: Sub-folder of the images.
-        masks: Sub-folder of the label maps.
+        images: Sub-folder of the images (`.png`, `.jpg`, `.jpeg`, `.bmp`, `.tif`, `.tiff`, `.webp`).
+        masks: Sub-folder of the label maps; None for images without masks (for `predict` only: every
+            pixel is `ignore_index`, so validating or training on them measures and learns nothing).
         ignore_index: The void label.
+        label_map: Mask values to replace when reading, {value in the file: train id or ignore_index};
+            other values are kept.
     """
+
+    require_every_class = True
 
     def __init__(
         self,
         root: str,
         class_names: Sequence[str],
         images: str = "images",
-        masks: str = "masks",
+        masks: str | None = "masks",
         ignore_index: int = 255,
+        label_map: dict[int, int] | None = None,
     ) -> None:
         super().__init__(class_names, ignore_index)
-        image_dir, mask_dir = Path(root) / images, Path(root) / masks
+        self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+        bad = {k: v for k, v in self.label_map.items() if k < 0 or k > 65535 or v < 0 or v > 65535}
+        if bad:
+            raise DataError(f"ImageMaskFolder: label_map {bad}: values must be in 0..65535")
+        image_dir = Path(root) / images
+        mask_dir = Path(root) / masks if masks is not None else None
         for folder in (image_dir, mask_dir):
-            if not folder.is_dir():
+            if folder is not None and not folder.is_dir():
                 raise DataError(
                     f"ImageMaskFolder: {folder} is not a folder (expected {root}/{images}/ and {root}/{masks}/)"
                 )
         self.image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.image_paths:
             raise DataError(f"ImageMaskFolder: no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-        self.mask_paths = [mask_dir / f"{p.stem}.png" for p in self.image_paths]
+        self.mask_paths = [mask_dir / f"{p.stem}.png" for p in self.image_paths] if mask_dir is not None else []
         missing = [p for p in self.mask_paths if not p.is_file()]
         if missing:
             raise DataError(f"ImageMaskFolder: {len(missing)} label maps are missing, the first: {missing[0]}")
+
+    def load_mask(self, index: int) -> np.ndarray:
+        if not self.mask_paths:  # images without masks: nothing is labelled
+            return np.full(
+                self.image_size(index), self.ignore_index, np.uint16 if self.ignore_index > 255 else np.uint8
+            )
+        mask = super().load_mask(index)
+        if self.label_map:
+            out = (
+                mask.astype(np.uint16) if max(self.label_map.values()) > 255 and mask.dtype == np.uint8 else mask.copy()
+            )
+            for value, label in self.label_map.items():
+                out[mask == value] = label
+            mask = out
+        return mask
+
+    def cache_key(self) -> str:
+        mapped = f"-map{sorted(self.label_map.items())}" if self.label_map else ""
+        masks = "" if self.mask_paths else "-nomasks"
+        return super().cache_key() + mapped + masks
