@@ -315,7 +315,7 @@ def find_runs(*sources) -> list[Run]:
             if not run.config and run.wandb_dir is not None:
                 run.config = _read_yaml(_wandb_owner(run.wandb_dir) / "config.yaml")
             run.name = _run_name(run, root)
-        runs += sorted(found, key=lambda r: _natural(r.name))
+        runs += sorted(found, key=_found_order)
     if not runs:
         raise ValueError(f"no runs (report.json, metrics.csv or W&B run folders) found in {', '.join(map(str, flat))}")
     seen: dict[str, int] = {}
@@ -413,6 +413,11 @@ def _run_name(run: Run, root: Path) -> str:
     if relative == ".":
         return run.method if folder.name == run.method else f"{run.method}/{folder.name}"
     return relative if relative.split("/")[0] == run.method else f"{run.method}/{relative}"
+
+
+def _found_order(run: Run) -> tuple:
+    """Runs in the order of their method, a method's training runs before its evaluations, then by name."""
+    return _natural(run.method), "evaluations" in Path(run.name).parts, _natural(run.name)
 
 
 def _natural(text: str) -> list:
