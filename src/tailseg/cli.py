@@ -16,6 +16,20 @@ exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newe
 (`PREEMPTED`), so a job script can requeue exactly the runs that were pre-empted. `validate`,
 `test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
 
+Resuming only the same experiment: every checkpoint records the fingerprint of the config that trained it
+(`tailseg_identity`, `tailseg.identity`), and `fit` resumes a checkpoint (`last` or a path) only when it
+equals the fingerprint of the config given now; otherwise it stops before building anything, with one
+line naming the checkpoint and the fields that differ (an LMP config never continues a BASE run, nor a
+500-step config a 1000-step run). To train another config, give it its own `--trainer.default_root_dir`;
+to resume a run, give the config it was trained with (its `config.yaml`). `--ckpt_path` resumes a run,
+it does not start a new experiment from another one's weights. Decisions: `last` is the newest
+checkpoint that can be read (a newer one that cannot, e.g. cut short by a full disk, is passed over with
+a warning naming it; for every subcommand); a checkpoint written before fingerprints were recorded is
+resumed with a warning that it cannot be checked; with `seed_everything: true` (a seed drawn at every
+start) the run continues with the checkpoint's seed, and the config, report and later checkpoints say
+so. `validate`, `test` and `predict` do not compare fingerprints: they evaluate whatever checkpoint
+they are given (Lightning builds the model from the checkpoint's hyperparameters).
+
 Run directories: unless the config sets `trainer.logger`, each run gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
 logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`. W&B mode comes from
@@ -52,6 +66,7 @@ one after another in one folder do not stop on each other's files nor touch a tr
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
@@ -59,11 +74,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from tailseg import identity
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter
 from tailseg.callbacks.wandb_media import WandbMedia
@@ -83,6 +101,9 @@ SUBCOMMANDS = {
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
 PREEMPTED = 143
+
+#: Key of a checkpoint's identity: the fingerprint and method fields of the config that trained it.
+IDENTITY = "tailseg_identity"
 
 #: Exceptions that, raised while the classes are built from the config, mean a wrong config value.
 CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
@@ -187,6 +208,10 @@ class TailsegCLI(LightningCLI):
             help="predict: write the colour pictures into this folder instead of --predict_dir (implies them).",
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self.given_config = self.config.clone()  # what `resolve_last_checkpoint` compares with a checkpoint
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.save_config_kwargs["report_path"] = config.get("report_path")
@@ -202,11 +227,7 @@ class TailsegCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             config = self.config[self.subcommand] if self.subcommand else self.config
-            self.resolve_last_checkpoint(config)
-            path = config.get("ckpt_path")
-            local = path is not None and "://" not in str(path)  # remote paths are Lightning's (fsspec) to check
-            if local and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
-                raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            self.resolve_last_checkpoint(config)  # before anything is built or loaded
             super().instantiate_classes()
         except CONFIG_ERRORS as error:
             if not self.short_errors:
@@ -214,15 +235,43 @@ class TailsegCLI(LightningCLI):
             fail(f"tailseg {self.subcommand}" if self.subcommand else "tailseg", short_error(str(error)))
 
     def resolve_last_checkpoint(self, config) -> None:
-        """`--ckpt_path last`: the newest checkpoint of the runs under the root (see the module docs)."""
-        if config.get("ckpt_path") != "last":
+        """`--ckpt_path last`: the newest readable checkpoint under the root; for `fit`, the checkpoint to resume
+        (`last` or a path) must have been trained with this config (see the module docs)."""
+        path = config.get("ckpt_path")
+        if path is None or "://" in str(path) or path in ("best", "hpc", "registry"):
+            return  # Lightning's own names and remote paths (fsspec) are Lightning's to resolve and check
+        if path == "last":
+            root = config.get("trainer.default_root_dir") or os.getcwd()
+            folders = [root, *checkpoint_folders(config.get("trainer.callbacks"))]
+            path, recorded = newest_readable_checkpoint(folders)
+            config["ckpt_path"] = path
+            if path is None and self.subcommand != "fit":
+                raise ValueError(f"ckpt_path: 'last' found no readable checkpoint under {', '.join(map(str, folders))}")
+            print(f"--ckpt_path last: {path or f'no checkpoint under {root}, starting afresh'}")
+            advice = (
+                "to start a new run of this config give it another --trainer.default_root_dir; "
+                "to resume that run use its own config.yaml"
+            )
+        else:
+            if not Path(path).is_file():
+                raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            if self.subcommand != "fit":
+                return
+            try:
+                recorded = read_identity(path)
+            except Exception as error:  # noqa: BLE001 (torch.load raises many kinds on a damaged file)
+                raise ValueError(f"ckpt_path: {path} cannot be read ({type(error).__name__}: {error})") from None
+            advice = "--ckpt_path resumes a run exactly: give the config it was trained with (its run's config.yaml)"
+        if path is None or self.subcommand != "fit":
             return
-        root = config.get("trainer.default_root_dir") or os.getcwd()
-        folders = [root, *checkpoint_folders(config.get("trainer.callbacks"))]
-        config["ckpt_path"] = latest_checkpoint(folders)
-        if config["ckpt_path"] is None and self.subcommand != "fit":
-            raise ValueError(f"ckpt_path: 'last' found no checkpoint under {', '.join(map(str, folders))}")
-        print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
+        # The config as given: Lightning has put an explicit checkpoint's hyperparameters into `model` since.
+        given = self.given_config[self.subcommand]
+        current = json.loads(self._parser(self.subcommand).dump(given, format="json", skip_none=False))
+        if given.get("seed_everything") is True and recorded is not None:
+            # a seed drawn at each start: the run continues with the checkpoint's (`TrainingStream`)
+            seed = (recorded.get("method_fields") or {}).get("seed_everything")
+            current["seed_everything"] = config["seed_everything"] = seed
+        check_identity(path, recorded, current, advice)
 
     def instantiate_trainer(self, **kwargs):
         config = self._get(self.config_init, "trainer", default={})
@@ -273,13 +322,55 @@ def checkpoint_folders(callbacks) -> list[str]:
     return folders
 
 
-def latest_checkpoint(folders: list[str]) -> str | None:
-    """The newest checkpoint (by modification time) under `folders`: `<folder>/version_*/checkpoints/*.ckpt` (runs
-    with the default loggers), `<folder>/checkpoints/*.ckpt` (the logger off) or `<folder>/*.ckpt` (a
-    `ModelCheckpoint` folder); None if there is none."""
+def checkpoints_newest_first(folders: list[str]) -> list[Path]:
+    """The checkpoints under `folders`, newest (by modification time) first: `<folder>/version_*/checkpoints/*.ckpt`
+    (runs with the default loggers), `<folder>/checkpoints/*.ckpt` (the logger off) or `<folder>/*.ckpt` (a
+    `ModelCheckpoint` folder)."""
     patterns = ("version_*/checkpoints/*.ckpt", "checkpoints/*.ckpt", "*.ckpt")
-    found = [path for folder in folders for pattern in patterns for path in Path(folder).glob(pattern)]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    found = {path for folder in folders for pattern in patterns for path in Path(folder).glob(pattern)}
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_identity(path: str | Path) -> dict | None:
+    """The `tailseg_identity` of a checkpoint (`ReportWriter.on_save_checkpoint`): {"fingerprint", "method_fields"};
+    None for a checkpoint written before tailseg recorded it. Cheap: the tensors are mapped, not read.
+
+    Raises:
+        Exception: whatever `torch.load` raises on a file it cannot read (truncated, not a checkpoint).
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get(IDENTITY) if isinstance(checkpoint, dict) else None
+
+
+def newest_readable_checkpoint(folders: list[str]) -> tuple[str | None, dict | None]:
+    """The newest checkpoint under `folders` that can be read, and its identity (`read_identity`); (None, None) if
+    there is none. A newer one that cannot be read (e.g. cut short by a full disk) is passed over with a warning."""
+    for path in checkpoints_newest_first(folders):
+        try:
+            return str(path), read_identity(path)
+        except Exception as error:  # noqa: BLE001 (torch.load raises many kinds on a damaged file)
+            rank_zero_warn(
+                f"--ckpt_path last: passing over {path}, it cannot be read ({type(error).__name__}: {error})"
+            )
+    return None, None
+
+
+def check_identity(path: str, recorded: dict | None, current: dict, advice: str) -> None:
+    """Refuse to resume checkpoint `path` (identity `recorded`) with the resolved config `current` when they are
+    different experiments (`tailseg.identity`); a checkpoint without an identity is resumed with a warning.
+
+    Raises:
+        ValueError: one line naming the checkpoint, the differing fields and `advice`.
+    """
+    if recorded is None:
+        rank_zero_warn(
+            f"{path} records no config fingerprint (written before tailseg stored one): resuming it without "
+            "checking that it was trained with this config"
+        )
+        return
+    if recorded.get("fingerprint") != identity.fingerprint(current):
+        changed = identity.describe_differences(recorded.get("method_fields") or {}, identity.method_fields(current))
+        raise ValueError(f"ckpt_path: {path} was trained with another config: {changed or 'unknown fields'}; {advice}")
 
 
 def default_loggers(root: str) -> list:

@@ -172,6 +172,19 @@ class ReportWriter(SaveConfigCallback):
         table = format_iou_table(report) if report["per_class_iou"] is not None else "no validation data: no metrics"
         print(f"\n{table}\nreport: {', '.join(map(str, targets))}")
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Every checkpoint carries `tailseg_identity`: the fingerprint and method fields of the run's config
+        (`tailseg.identity`), which `--ckpt_path` checks before resuming."""
+        from tailseg import identity
+
+        if getattr(self, "_identity", None) is None:  # the config does not change during a run
+            config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+            self._identity = {
+                "fingerprint": identity.fingerprint(config),
+                "method_fields": identity.method_fields(config),
+            }
+        checkpoint["tailseg_identity"] = self._identity
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and not self._quiet:
             self.write(trainer, pl_module, "validate", trainer.ckpt_path)
