@@ -70,6 +70,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -307,6 +308,44 @@ class TailsegCLI(LightningCLI):
         return PredictionWriter(
             config["predict_dir"], color=bool(config.get("predict_color")), color_dir=config.get("predict_color_dir")
         )
+
+
+class _Parsed(Exception):
+    """Stops `_ParseOnly` once the command line is parsed; carries the CLI (its parser)."""
+
+    def __init__(self, cli: TailsegCLI) -> None:
+        super().__init__("parsed")
+        self.cli = cli
+
+
+class _ParseOnly(TailsegCLI):
+    """The CLI up to the parsed config: nothing is built (`resolved_config`)."""
+
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed(self)
+
+
+_PARSER: list[TailsegCLI] = []  # the `_ParseOnly` CLI of `resolved_config`, built once per process
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The resolved config of the command line `tailseg ARGS` (a subcommand first) as `report.json`'s `config` and
+    the checkpoints' identity have it, without building or running anything (a fraction of a second).
+
+    Raises:
+        jsonargparse.ArgumentError: a config that does not parse.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LightningCLI's about args and sys.argv both given; jsonargparse's
+        if not _PARSER:
+            try:
+                _ParseOnly(args=args, parser_kwargs={"exit_on_error": False})
+            except _Parsed as parsed:
+                _PARSER.append(parsed.cli)
+        cli = _PARSER[0]
+        config = cli.parser.parse_args(args)
+        subcommand = config["subcommand"]
+        return json.loads(cli._parser(subcommand).dump(config[subcommand], format="json", skip_none=False))
 
 
 def checkpoint_folders(callbacks) -> list[str]:
