@@ -122,7 +122,7 @@ def test_a_run_of_another_config_is_refused_or_rerun_from_scratch(tmp_path, caps
     config.write_text(config.read_text().replace("momentum: 0.9", "momentum: 0.5"))  # the config is edited
     capsys.readouterr()
 
-    main(["matrix", str(config), "--seeds", "0", "--out", str(out), "--list"])
+    main(["matrix", str(config), "--seeds", "0", "--out", str(out), "--list", *tiny(2)])
     (line,) = capsys.readouterr().out.splitlines()  # one line per job, nothing else: `wc -l` counts the jobs
     assert line.split("\t")[:4] == ["0", "base", "0", "changed"]
     with pytest.raises(SystemExit) as refused:
@@ -144,7 +144,7 @@ def test_a_run_of_another_config_is_refused_or_rerun_from_scratch(tmp_path, caps
     # A report of a run that trained no step, or of an evaluation, is not a finished run.
     for stage, step in (("fit", 0), ("validate", 2)):
         (out / "base" / "seed0" / "report.json").write_text(json.dumps({**rerun, "stage": stage, "global_step": step}))
-        main(["matrix", str(config), "--seeds", "0", "--out", str(out), "--list"])
+        main(["matrix", str(config), "--seeds", "0", "--out", str(out), "--list", *tiny(2)])
         assert capsys.readouterr().out.split("\t")[3] == "to do"
 
 

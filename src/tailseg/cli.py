@@ -27,8 +27,8 @@ checkpoint that can be read (a newer one that cannot, e.g. cut short by a full d
 a warning naming it; for every subcommand); a checkpoint written before fingerprints were recorded is
 resumed with a warning that it cannot be checked; with `seed_everything: true` (a seed drawn at every
 start) the run continues with the checkpoint's seed, and the config, report and later checkpoints say
-so. `validate`, `test` and `predict` do not compare fingerprints: they evaluate whatever checkpoint
-they are given (Lightning builds the model from the checkpoint's hyperparameters).
+so. `validate`, `test` and `predict` do not compare fingerprints: they evaluate the checkpoint they are
+given (the weights of another network do not load into the config's).
 
 Run directories: unless the config sets `trainer.logger`, each run gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV

@@ -9,27 +9,45 @@ Every (config, seed) is one job: `tailseg fit --config CONFIG --seed_everything 
 job's `log.txt` beside them), plus the arguments after `--`, which go to every job. The method's name is
 the config's file stem, so two configs with the same stem are refused.
 
-Scheduling: `--jobs N` processes at a time. On the CPU the cores are split between them (each job gets
-`OMP_NUM_THREADS` = cores // N; two jobs with one thread each on a 2-core machine). With `--devices 0 1 ...`
-each job runs on one GPU (`CUDA_VISIBLE_DEVICES`), as many jobs at a time as devices; give the configs one
-device each (`-- --trainer.devices 1 --trainer.strategy auto` for the paper configs that ask for 4).
+Scheduling: `--jobs N` processes at a time. On the CPU the cores this process may use (its affinity, e.g.
+a SLURM allocation) are split between them (each job gets `OMP_NUM_THREADS` = cores // N; two jobs with
+one thread each on 2 cores). With `--devices 0 1 ...` each job runs on one GPU (`CUDA_VISIBLE_DEVICES`), as
+many jobs at a time as devices; give the configs one device each (`-- --trainer.devices 1
+--trainer.strategy auto` for the paper configs that ask for 4).
 
-Resuming: a job whose `report.json` exists is done and skipped; any other job is started with
-`--ckpt_path last`, so an interrupted job continues from its newest checkpoint (every config saves at
-least one per epoch; the paper configs every 1000 steps; a run killed with SIGTERM saves `last.ckpt`).
-Running the same command again therefore finishes what is missing. Stopping the matrix (Ctrl-C or SIGTERM)
-stops its jobs with SIGTERM, so each saves its state.
+Done, changed, to do: a job is done when its `report.json` is the report of a finished fit (stage "fit", at
+least one step trained) of the config the job would run now - the same fingerprint (`tailseg.identity`:
+the fields that define the method, not paths or loader workers), computed from the resolved command line
+without starting it. Done jobs are skipped. A job whose report, or (unfinished) whose newest checkpoint,
+comes from another config - the config file or the arguments after `--` were edited since - has
+*changed*: the matrix stops before starting anything and lists those jobs with the fields that differ.
+`--rerun-changed` trains them again from scratch; their old folders are kept as
+`OUT/<method>/.seed<S>.replaced-<time>/` (hidden: the comparison leaves them out; delete them when no
+longer needed). Every other job is started with `--ckpt_path last`, so an interrupted job continues from
+its newest checkpoint (every config saves at least one per epoch; the paper configs every 1000 steps; a
+run stopped by SIGTERM saves `last.ckpt`), and running the same command again finishes what is missing.
+
+One matrix per folder: a matrix holds `OUT/.matrix.lock` (its pid and host, an `fcntl.flock` lock that
+ends with the process, so a crash leaves none behind) while it runs jobs; a second one on the same `OUT`
+stops with status 2 naming the first. SLURM array tasks (`--only`) share the folder, one task per job.
+`--list` and `--compare-only` only read and need no lock.
+
+Stopping: each job runs in its own process group. SIGTERM (a scheduler's stop) or Ctrl-C sends SIGTERM to
+every job's group, so each finishes its step and saves `last.ckpt`; jobs still running `--grace` seconds
+later (default 60) are killed with their loader workers. The matrix then exits with status 143 after
+SIGTERM (130 after Ctrl-C), like `tailseg fit`, and nothing of it keeps running.
 
 At the end (unless `--no-compare`), the finished runs of the whole `OUT` folder are compared through the
 same analysis as `tailseg compare` and the notebooks: `OUT/comparison.md` (per-class IoU, gains over the
 reference, fairness; mean ± std over seeds) and `OUT/gains.png` (gain against pixel share). A job that
 failed is reported with its log and makes the exit status 1; the others still run and are compared.
 
-SLURM: `--list` prints the jobs, one per line with its index; `--only I` runs job I alone (no comparison).
-An array job runs one job per task, and a last step compares (see experiments/README.md):
+SLURM: `--list` prints the jobs, one line each (index, method, seed, done / to do / changed, folder), so
+`wc -l` counts them; `--only I` runs job I alone (no comparison). An array job runs one job per task, and a
+last step compares (see experiments/README.md):
 
-    #SBATCH --array=0-8
-    tailseg matrix CONFIGS --seeds 0 1 2 --out OUT --only $SLURM_ARRAY_TASK_ID
+    N=$(tailseg matrix CONFIGS --seeds 0 1 2 --out OUT --list | wc -l)
+    sbatch --array=0-$((N - 1)) job.sh   # job.sh: tailseg matrix CONFIGS --seeds 0 1 2 --out OUT --only $SLURM_ARRAY_TASK_ID
     # then, after the array: tailseg matrix CONFIGS --seeds 0 1 2 --out OUT --compare-only
 """
 
