@@ -74,43 +74,71 @@ def _wait_for(condition, what: str, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
-def test_sigterm_stops_the_jobs_which_save_and_resume(tmp_path):
-    """A scheduler stops the matrix: its job saves `last.ckpt` and is gone, the matrix exits with 143, and the same
-    command again resumes the run from that checkpoint."""
-    out, printed = tmp_path / "matrix", tmp_path / "matrix.out"
-    every_step = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
-                  "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}"]  # fmt: skip
+EVERY_STEP = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
+              "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}"]  # fmt: skip
+
+
+def _matrix_in_training(out: Path, steps: int) -> tuple[subprocess.Popen, Path, int]:
+    """A matrix process training one slow job (base, seed 3, `steps` steps) that has finished its first step: the
+    process, the file of its output and the job's pid."""
     slow = ["--trainer.callbacks+=test_matrix.SlowSteps", "--trainer.callbacks.seconds", "0.5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
            "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    command = ["matrix", CONFIGS[0], "--seeds", "3", "--out", str(out), "--no-compare", *tiny(6)]
+    printed = out.parent / f"{out.name}.out"
     with open(printed, "w") as stdout:
-        matrix = subprocess.Popen([sys.executable, "-m", "tailseg", *command, *every_step, *slow], stdout=stdout,
+        matrix = subprocess.Popen([sys.executable, "-m", "tailseg", "matrix", CONFIGS[0], "--seeds", "3", "--out",
+                                   str(out), "--no-compare", *tiny(steps), *EVERY_STEP, *slow], stdout=stdout,
                                   stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    run = out / "base" / "seed3"
     try:
-        _wait_for(lambda: (run / "version_0" / "checkpoints" / "step=1.ckpt").is_file(), "the first step")
+        _wait_for(lambda: (out / "base/seed3/version_0/checkpoints/step=1.ckpt").is_file(), "the first step")
+    except AssertionError:
+        matrix.kill()
+        raise
+    return matrix, printed, int(re.search(r"start   base seed 3 -> .*; pid (\d+)\)", printed.read_text())[1])
+
+
+def test_sigterm_stops_the_jobs_which_save_and_resume(tmp_path):
+    """A scheduler stops the matrix: its job saves `last.ckpt` and is gone, the matrix exits with 143, and the same
+    command again resumes the run from that checkpoint."""
+    out = tmp_path / "matrix"
+    matrix, printed, job = _matrix_in_training(out, 6)
+    try:
         matrix.send_signal(signal.SIGTERM)
         assert matrix.wait(timeout=120) == 143
     finally:
         matrix.kill()
-    text = printed.read_text()
-    job = int(re.search(r"start   base seed 3 -> .*; pid (\d+)\)", text)[1])
     with pytest.raises(ProcessLookupError):
         os.kill(job, 0)  # the job is gone, not orphaned
-    assert "stopped base seed 3: run the same command again to resume it" in text
+    assert "stopped base seed 3: run the same command again to resume it" in printed.read_text()
+    run = out / "base" / "seed3"
     last = run / "version_0" / "checkpoints" / "last.ckpt"
     stopped_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 1 <= stopped_at < 6 and not (run / "report.json").exists()
 
-    main(command + every_step)  # without the slow steps: not part of the experiment (not a tailseg callback)
+    # The same command resumes (without the slow steps: not part of the experiment, not a tailseg callback).
+    main(["matrix", CONFIGS[0], "--seeds", "3", "--out", str(out), "--no-compare", *tiny(6), *EVERY_STEP])
     assert report(out, "base", 3)["global_step"] == 6
-    log = (run / "log.txt").read_text()
-    assert log.split("--ckpt_path last: ")[-1].splitlines()[0] == str(last)
-    assert (
-        sorted(p.name for p in (run / "version_1" / "checkpoints").glob("step=*.ckpt"))[0]
-        == f"step={stopped_at + 1}.ckpt"
-    )
+    assert (run / "log.txt").read_text().split("--ckpt_path last: ")[-1].splitlines()[0] == str(last)
+    resumed = sorted(p.name for p in (run / "version_1" / "checkpoints").glob("step=*.ckpt"))
+    assert resumed[0] == f"step={stopped_at + 1}.ckpt"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie that nobody has reaped yet does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_matrix_leaves_no_job_training(tmp_path):
+    """SIGKILL gives the matrix no chance to stop its jobs: each job gets SIGTERM from the system and saves."""
+    matrix, _, job = _matrix_in_training(tmp_path / "matrix", 20)
+    matrix.kill()
+    matrix.wait()
+    _wait_for(lambda: not _alive(job), "the job to stop", timeout=60)
+    assert (tmp_path / "matrix" / "base" / "seed3" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_a_run_of_another_config_is_refused_or_rerun_from_scratch(tmp_path, capsys):

@@ -250,8 +250,8 @@ class TailsegCLI(LightningCLI):
                 raise ValueError(f"ckpt_path: 'last' found no readable checkpoint under {', '.join(map(str, folders))}")
             print(f"--ckpt_path last: {path or f'no checkpoint under {root}, starting afresh'}")
             advice = (
-                "to start a new run of this config give it another --trainer.default_root_dir; "
-                "to resume that run use its own config.yaml"
+                "to start a new run of this config give it another --trainer.default_root_dir, to resume an older "
+                "checkpoint of this config give it as --ckpt_path PATH, to resume that run use its own config.yaml"
             )
         else:
             if not Path(path).is_file():

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 from tailseg import identity
+from tailseg.cli import newest_readable_checkpoint, resolved_config
 
 #: Seconds the jobs get to save their state after the matrix is stopped, before they are killed (`--grace`).
 GRACE = 60.0
@@ -120,8 +121,6 @@ def status(job: Job, extra: list[str]) -> Status:
     """Done: a finished report of the config the job would run now (the same `tailseg.identity` fingerprint).
     Changed: a finished report, or else the checkpoint `--ckpt_path last` would resume, of another config. A config
     that does not parse counts as to do: its run fails with the error in its log."""
-    from tailseg.cli import newest_readable_checkpoint, resolved_config
-
     report = job.finished_report()
     if report is not None:
         config = report.get("config") or {}
@@ -226,6 +225,15 @@ def stop_jobs(running: list[tuple[Job, subprocess.Popen]], grace: float, echo=pr
         process.wait()
 
 
+def _stop_with_matrix() -> None:
+    """In a job's process before it starts: SIGTERM when the matrix dies, even by SIGKILL (Linux), so that no job
+    trains on unseen after its matrix is gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     try:
         os.killpg(process.pid, signum)  # the job's own group (started with start_new_session)
@@ -258,7 +266,7 @@ def run_jobs(jobs: list[Job], extra: list[str], slots: list[dict[str, str]], gra
                 with open(job.folder / "log.txt", "a") as log:
                     env = {**os.environ, **slots[slot]}
                     process = subprocess.Popen(job.command(extra), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                               start_new_session=True)  # fmt: skip
+                                               start_new_session=True, preexec_fn=_stop_with_matrix)  # fmt: skip
                 running[slot] = (job, process, time.monotonic())
                 where = ", ".join(f"{k}={v}" for k, v in slots[slot].items())
                 echo(f"start   {job.name} -> {job.folder} ({where}; pid {process.pid})")
