@@ -281,12 +281,12 @@ def run_jobs(jobs: list[Job], extra: list[str], slots: list[dict[str, str]], gra
                 else:
                     failed.append(job)
                     echo(f"FAILED  {job.name} (exit status {process.returncode}): {job.folder / 'log.txt'}")
-        if received:
-            stop_jobs([(job, process) for job, process, _ in running.values()], grace, echo)
-            raise Stopped(received[0])
-    finally:
+    finally:  # stopped by a signal, or an error of the matrix itself: no job goes on training unseen
+        stop_jobs([(job, process) for job, process, _ in running.values()], grace, echo)
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+    if received:
+        raise Stopped(received[0])
     return failed
 
 
