@@ -20,7 +20,7 @@ import torch
 
 from conftest import tiny_synthetic_args
 from tailseg.cli import main
-from tailseg.matrix import hold_lock, plan, usable_cores
+from tailseg.matrix import cpu_slots, hold_lock, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [str(ROOT / "experiments" / "synthetic" / f"{name}.yaml") for name in ("base", "lmp_only")]
@@ -238,5 +238,9 @@ def test_plan_refuses_ambiguous_or_missing_configs(tmp_path):
         plan([CONFIGS[0]], [1, 1], tmp_path)
 
 
-def test_cores_are_those_the_process_may_use():
-    assert usable_cores() == len(os.sched_getaffinity(0))
+def test_the_cores_split_between_jobs_are_those_the_process_may_use(monkeypatch):
+    """A SLURM task or `taskset` allows 3 of the machine's 64 cores."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cpu_slots(1) == [{"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}]
+    assert [slot["OMP_NUM_THREADS"] for slot in cpu_slots(2)] == ["1", "1"]
