@@ -59,9 +59,11 @@ def test_fit_without_validation_data_still_leaves_the_final_weights_and_a_report
 def test_ckpt_path_last_continues_the_newest_run_or_starts_afresh(tmp_path, capsys):
     first = _fit(tmp_path, "--trainer.max_steps", "3", "--ckpt_path", "last")  # nothing to resume yet
     assert "starting afresh" in capsys.readouterr().out and first["global_step"] == 3
-    second = _fit(tmp_path, "--trainer.max_steps", "5", "--ckpt_path", "last")
-    assert second["global_step"] == 5 and Path(second["run_dir"]).name == "version_1"
+    second = _fit(tmp_path, "--trainer.max_steps", "3", "--ckpt_path", "last")  # finished: nothing left to train
+    assert second["global_step"] == 3 and Path(second["run_dir"]).name == "version_1"
     assert second["config"]["ckpt_path"] == first["checkpoint"]
+    with pytest.raises(ValueError, match=r"another config: trainer\.max_steps \(was 3, now 5\)"):
+        _fit(tmp_path, "--trainer.max_steps", "5", "--ckpt_path", "last")  # a longer run is another experiment
 
 
 @pytest.mark.slow

@@ -16,6 +16,20 @@ exception (`PreemptionCheckpoint`), and `--ckpt_path last` resumes from the newe
 (`PREEMPTED`), so a job script can requeue exactly the runs that were pre-empted. `validate`,
 `test` and `predict` leave `data.train` out: evaluating a checkpoint needs only the evaluation images.
 
+Resuming only the same experiment: every checkpoint records the fingerprint of the config that trained it
+(`tailseg_identity`, `tailseg.identity`), and `fit` resumes a checkpoint (`last` or a path) only when it
+equals the fingerprint of the config given now; otherwise it stops before building anything, with one
+line naming the checkpoint and the fields that differ (an LMP config never continues a BASE run, nor a
+500-step config a 1000-step run). To train another config, give it its own `--trainer.default_root_dir`;
+to resume a run, give the config it was trained with (its `config.yaml`). `--ckpt_path` resumes a run,
+it does not start a new experiment from another one's weights. Decisions: `last` is the newest
+checkpoint that can be read (a newer one that cannot, e.g. cut short by a full disk, is passed over with
+a warning naming it; for every subcommand); a checkpoint written before fingerprints were recorded is
+resumed with a warning that it cannot be checked; with `seed_everything: true` (a seed drawn at every
+start) the run continues with the checkpoint's seed, and the config, report and later checkpoints say
+so. `validate`, `test` and `predict` do not compare fingerprints: they evaluate the checkpoint they are
+given (the weights of another network do not load into the config's).
+
 Run directories: unless the config sets `trainer.logger`, each `fit` gets a fresh
 `<trainer.default_root_dir>/version_<N>/` with the resolved `config.yaml`, `metrics.csv` (CSV
 logger), `checkpoints/`, `report.json` and an offline W&B run under `wandb/`; `validate`, `test` and
@@ -63,23 +77,28 @@ one after another in one folder do not stop on each other's files nor touch a tr
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from tailseg import identity
 from tailseg.callbacks import PreemptionCheckpoint, ReportWriter
 from tailseg.callbacks.predictions import PredictionWriter, check_prediction_folders
 from tailseg.callbacks.wandb_media import WandbMedia
 from tailseg.data import SegmentationDataModule
-from tailseg.lightning_compat import ignore_not_resumable_warning, subcommand_parsers
+from tailseg.lightning_compat import ignore_not_resumable_warning, subcommand_parser, subcommand_parsers
 from tailseg.model import SegmentationModel
 
 #: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
@@ -114,6 +133,8 @@ SUBCOMMANDS_OF_TRAINER = ("fit", "validate", "test", "predict")
 
 #: Exit status of a `tailseg` command stopped by SIGTERM (128 + 15, the shells' convention): requeue on it.
 PREEMPTED = 143
+
+#: Key of a checkpoint's identity: the fingerprint and method fields of the config that trained it.
 
 #: Exceptions that, raised while the classes are built from the config, mean a wrong config value.
 CONFIG_ERRORS = (ValueError, TypeError, MisconfigurationException)
@@ -200,7 +221,9 @@ class TailsegCLI(LightningCLI):
                 raise
             argv = sys.argv[1:] if kwargs.get("args") is None else list(kwargs["args"])
             subcommand = next((a for a in argv if a in self.subcommands()), None)
-            options = list(self._parser(subcommand)._option_string_actions) if hasattr(self, "parser") else []
+            options = (
+                list(subcommand_parser(self, subcommand)._option_string_actions) if hasattr(self, "parser") else []
+            )
             fail(f"tailseg {subcommand}" if subcommand else "tailseg", short_error(str(error), options))
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
@@ -236,6 +259,10 @@ class TailsegCLI(LightningCLI):
             help="predict: write the colour pictures into this folder instead of --predict_dir (implies them).",
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        self.given_config = self.config.clone()  # what `resolve_last_checkpoint` compares with a checkpoint
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self.save_config_kwargs["report_path"] = config.get("report_path")
@@ -251,11 +278,7 @@ class TailsegCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             config = self.config[self.subcommand] if self.subcommand else self.config
-            self.resolve_last_checkpoint(config)
-            path = config.get("ckpt_path")
-            local = path is not None and "://" not in str(path)  # remote paths are Lightning's (fsspec) to check
-            if local and path not in ("last", "best", "hpc", "registry") and not Path(path).is_file():
-                raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            self.resolve_last_checkpoint(config)  # before anything is built or loaded
             self.check_run(config)
             super().instantiate_classes()
         except CONFIG_ERRORS as error:
@@ -264,15 +287,43 @@ class TailsegCLI(LightningCLI):
             fail(f"tailseg {self.subcommand}" if self.subcommand else "tailseg", short_error(str(error)))
 
     def resolve_last_checkpoint(self, config) -> None:
-        """`--ckpt_path last`: the newest checkpoint of the runs under the root (see the module docs)."""
-        if config.get("ckpt_path") != "last":
+        """`--ckpt_path last`: the newest readable checkpoint under the root; for `fit`, the checkpoint to resume
+        (`last` or a path) must have been trained with this config (see the module docs)."""
+        path = config.get("ckpt_path")
+        if path is None or "://" in str(path) or path in ("best", "hpc", "registry"):
+            return  # Lightning's own names and remote paths (fsspec) are Lightning's to resolve and check
+        if path == "last":
+            root = config.get("trainer.default_root_dir") or os.getcwd()
+            folders = [root, *checkpoint_folders(config.get("trainer.callbacks"))]
+            path, recorded = newest_readable_checkpoint(folders)
+            config["ckpt_path"] = path
+            if path is None and self.subcommand != "fit":
+                raise ValueError(f"ckpt_path: 'last' found no readable checkpoint under {', '.join(map(str, folders))}")
+            print(f"--ckpt_path last: {path or f'no checkpoint under {root}, starting afresh'}")
+            advice = (
+                "to start a new run of this config give it another --trainer.default_root_dir, to resume an older "
+                "checkpoint of this config give it as --ckpt_path PATH, to resume that run use its own config.yaml"
+            )
+        else:
+            if not Path(path).is_file():
+                raise ValueError(f"ckpt_path: {path} is not a file")  # before anything is built or loaded
+            if self.subcommand != "fit":
+                return
+            try:
+                recorded = identity.checkpoint_identity(path)
+            except Exception as error:  # noqa: BLE001 (torch.load raises many kinds on a damaged file)
+                raise ValueError(f"ckpt_path: {path} cannot be read ({type(error).__name__}: {error})") from None
+            advice = "--ckpt_path resumes a run exactly: give the config it was trained with (its run's config.yaml)"
+        if path is None or self.subcommand != "fit":
             return
-        root = config.get("trainer.default_root_dir") or os.getcwd()
-        folders = [root, *checkpoint_folders(config.get("trainer.callbacks"))]
-        config["ckpt_path"] = latest_checkpoint(folders)
-        if config["ckpt_path"] is None and self.subcommand != "fit":
-            raise ValueError(f"ckpt_path: 'last' found no checkpoint under {', '.join(map(str, folders))}")
-        print(f"--ckpt_path last: {config['ckpt_path'] or f'no checkpoint under {root}, starting afresh'}")
+        # The config as given: Lightning has put an explicit checkpoint's hyperparameters into `model` since.
+        given = self.given_config[self.subcommand]
+        current = json.loads(subcommand_parser(self, self.subcommand).dump(given, format="json", skip_none=False))
+        if given.get("seed_everything") is True and recorded is not None:
+            # a seed drawn at each start: the run continues with the checkpoint's (`TrainingStream`)
+            seed = (recorded.get("method_fields") or {}).get("seed_everything")
+            current["seed_everything"] = config["seed_everything"] = seed
+        check_identity(path, recorded, current, advice)
 
     def check_run(self, config) -> None:
         """Refuse, before anything is built, runs that could only fail or mislead (ValueError naming the field)."""
@@ -318,7 +369,7 @@ class TailsegCLI(LightningCLI):
             self.datamodule.setup(self.subcommand)  # the trainer sets it up again: nothing is done twice
 
     def instantiate_trainer(self, **kwargs):
-        config = self._get(self.config_init, "trainer", default={})
+        config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).get("trainer") or {}
         writer = self.prediction_writer()
         self.check_built(writer)
         extra = []
@@ -360,6 +411,44 @@ class TailsegCLI(LightningCLI):
         )
 
 
+class _Parsed(Exception):
+    """Stops `_ParseOnly` once the command line is parsed; carries the CLI (its parser)."""
+
+    def __init__(self, cli: TailsegCLI) -> None:
+        super().__init__("parsed")
+        self.cli = cli
+
+
+class _ParseOnly(TailsegCLI):
+    """The CLI up to the parsed config: nothing is built (`resolved_config`)."""
+
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed(self)
+
+
+_PARSER: list[TailsegCLI] = []  # the `_ParseOnly` CLI of `resolved_config`, built once per process
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The resolved config of the command line `tailseg ARGS` (a subcommand first) as `report.json`'s `config` and
+    the checkpoints' identity have it, without building or running anything (a fraction of a second).
+
+    Raises:
+        jsonargparse.ArgumentError: a config that does not parse.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LightningCLI's about args and sys.argv both given; jsonargparse's
+        if not _PARSER:
+            try:
+                _ParseOnly(args=args, parser_kwargs={"exit_on_error": False})
+            except _Parsed as parsed:
+                _PARSER.append(parsed.cli)
+        cli = _PARSER[0]
+        config = cli.parser.parse_args(args)
+        subcommand = config["subcommand"]
+        return json.loads(subcommand_parser(cli, subcommand).dump(config[subcommand], format="json", skip_none=False))
+
+
 def checkpoint_folders(callbacks) -> list[str]:
     """The `dirpath` of every `ModelCheckpoint` among the config's `trainer.callbacks` that sets one."""
     entries = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
@@ -373,21 +462,50 @@ def checkpoint_folders(callbacks) -> list[str]:
     return folders
 
 
-def latest_checkpoint(folders: list[str]) -> str | None:
-    """The newest checkpoint (by modification time) under `folders`: `<folder>/version_*/checkpoints/*.ckpt` (runs
-    with the default loggers), `<folder>/checkpoints/*.ckpt` (the logger off) or `<folder>/*.ckpt` (a
-    `ModelCheckpoint` folder); None if there is none."""
+def checkpoints_newest_first(folders: list[str]) -> list[Path]:
+    """The checkpoints under `folders`, newest (by modification time) first: `<folder>/version_*/checkpoints/*.ckpt`
+    (runs with the default loggers), `<folder>/checkpoints/*.ckpt` (the logger off) or `<folder>/*.ckpt` (a
+    `ModelCheckpoint` folder)."""
     patterns = ("version_*/checkpoints/*.ckpt", "checkpoints/*.ckpt", "*.ckpt")
-    found = [path for folder in folders for pattern in patterns for path in Path(folder).glob(pattern)]
-    return str(max(found, key=lambda p: p.stat().st_mtime)) if found else None
+    found = {path for folder in folders for pattern in patterns for path in Path(folder).glob(pattern)}
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def newest_readable_checkpoint(folders: list[str]) -> tuple[str | None, dict | None]:
+    """The newest checkpoint under `folders` that can be read, and its identity (`tailseg.identity.checkpoint_identity`); (None, None) if
+    there is none. A newer one that cannot be read (e.g. cut short by a full disk) is passed over with a warning."""
+    for path in checkpoints_newest_first(folders):
+        try:
+            return str(path), identity.checkpoint_identity(path)
+        except Exception as error:  # noqa: BLE001 (torch.load raises many kinds on a damaged file)
+            rank_zero_warn(
+                f"--ckpt_path last: passing over {path}, it cannot be read ({type(error).__name__}: {error})"
+            )
+    return None, None
+
+
+def check_identity(path: str, recorded: dict | None, current: dict, advice: str) -> None:
+    """Refuse to resume checkpoint `path` (identity `recorded`) with the resolved config `current` when they are
+    different experiments (`tailseg.identity`); a checkpoint without an identity is resumed with a warning.
+
+    Raises:
+        ValueError: one line naming the checkpoint, the differing fields and `advice`.
+    """
+    if recorded is None:
+        rank_zero_warn(
+            f"{path} records no config fingerprint (written before tailseg stored one): resuming it without "
+            "checking that it was trained with this config"
+        )
+        return
+    if recorded.get("fingerprint") != identity.fingerprint(current):
+        changed = identity.describe_differences(recorded.get("method_fields") or {}, identity.method_fields(current))
+        raise ValueError(f"ckpt_path: {path} was trained with another config: {changed or 'unknown fields'}; {advice}")
 
 
 def checkpoint_classes(path: str | os.PathLike) -> int | None:
     """The `num_classes` a checkpoint's model was built with (its saved hyper-parameters), None if it does not say.
 
     The file is memory-mapped, so the weights are not read."""
-    import torch
-
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)

@@ -10,6 +10,10 @@ hashes them. A report and a checkpoint carry both (`ReportWriter`), so that
 - `tailseg matrix` sees that a config changed since its run finished,
 - the analysis compares like with like.
 
+A checkpoint keeps it under `CHECKPOINT_KEY` (`run_identity`, read back cheaply by `checkpoint_identity`); a
+report of `validate` or `test` names the fingerprint of the checkpoint it evaluated (`checkpoint_fingerprint`),
+since its own config leaves the training set out.
+
 The fields (decisions):
 
 - in: `seed_everything`; all of `model` (the network, the loss, the optimiser and its schedule, tiling);
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,6 +96,28 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     """A 16-hex-digit digest of `method_fields(config)` (stable across Python processes and dict orders)."""
     text = json.dumps(method_fields(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: The key of a checkpoint that holds the identity of the run that wrote it (`run_identity`).
+CHECKPOINT_KEY = "tailseg_identity"
+
+
+def run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """{"fingerprint": ..., "method_fields": ...} of a resolved config: what a checkpoint and a report record."""
+    return {"fingerprint": fingerprint(config), "method_fields": method_fields(config)}
+
+
+def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The identity (`run_identity`) a checkpoint records; None for one written before tailseg recorded it.
+    Cheap: the file is memory-mapped, its tensors are not read.
+
+    Raises:
+        Exception: whatever `torch.load` raises on a file it cannot read (truncated, not a checkpoint).
+    """
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
 
 
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

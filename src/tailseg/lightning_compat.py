@@ -13,7 +13,7 @@ a tiny real `Trainer` run, so that an upgrade that changes one fails there, by n
 | `last_saved_step` | `ModelCheckpoint._last_global_step_saved`: the global step of the last checkpoint it wrote |
 | `training_prefetch_depth` | how many batches of a training epoch have been drawn from the sampler before a step starts: the DataLoader's `prefetch_factor` (2 by default) × `num_workers`, and nothing more from Lightning, whose training fetcher prefetches no batch from a loader that has a length |
 | `NOT_RESUMABLE_WARNING`, `ignore_not_resumable_warning` | the text of the warning Lightning gives on a resume inside an epoch when the training DataLoader has no `state_dict` (tailseg's DataModule resumes the stream itself, `tailseg.resume`, and says so in its own line) |
-| `subcommand_parsers` | `LightningCLI._subcommand_parsers`: the parser of each subcommand (fit, validate, test, predict) |
+| `subcommand_parsers`, `subcommand_parser` | `LightningCLI._subcommand_parsers`: the parser of each subcommand (fit, validate, test, predict) |
 
 The tested versions are `TESTED_LIGHTNING` (the same range as `pyproject.toml`'s requirement). Importing
 this module with a `pytorch-lightning` outside it warns (`UntestedLightningWarning`) once: tailseg may
@@ -127,3 +127,8 @@ def ignore_not_resumable_warning() -> None:
 def subcommand_parsers(cli) -> dict:
     """{subcommand: its parser} of a `LightningCLI` built with subcommands (empty without)."""
     return dict(getattr(cli, "_subcommand_parsers", {}))
+
+
+def subcommand_parser(cli, subcommand: str | None):
+    """The parser of `subcommand` (the main parser for None), as `LightningCLI._parser` returns it."""
+    return cli.parser if subcommand is None else subcommand_parsers(cli)[subcommand]

@@ -33,7 +33,10 @@ The report:
   `validate` and `test` a checkpoint was loaded and its step is > 0 (false: the numbers are those of
   the initial weights, and the analysis never ranks them);
 - `fingerprint` and `method_fields`: `tailseg.identity.fingerprint` and `method_fields` of `config` (what
-  defines the experiment; the analysis compares only seeds that agree on it).
+  defines the experiment; the analysis compares only seeds that agree on it); `checkpoint_fingerprint`: for
+  `validate` and `test`, the fingerprint of the run that trained the checkpoint (its `fit` report's
+  `fingerprint`; the evaluation's own config leaves the training set out, so its own fingerprint differs), null
+  for `fit`.
 
 `--report_path PATH` writes the same report to PATH as well; `validate` and `test` refuse, before they
 evaluate, a PATH that holds the report of a `fit` (an evaluation never replaces a training report; a `fit`
@@ -52,8 +55,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
+from tailseg import identity
 from tailseg.callbacks.preemption import PreemptionCheckpoint
-from tailseg.identity import fingerprint, method_fields
 from tailseg.lightning_compat import last_saved_step
 from tailseg.metrics import fairness_report, summarize_iou
 
@@ -83,6 +86,17 @@ def format_iou_table(report: dict) -> str:
         f"{'mIoU':<{width}}  {report['miou'] if report['miou'] is not None else float('nan'):7.2f}   {summary}"
     )
     return "\n".join(lines)
+
+
+def checkpoint_fingerprint(path: str | None) -> str | None:
+    """The fingerprint of the run that wrote checkpoint `path` (None without one, or for an older checkpoint)."""
+    if not path or "://" in str(path):
+        return None
+    try:
+        recorded = identity.checkpoint_identity(path)
+    except Exception:  # noqa: BLE001 (torch.load raises many kinds; the weights were loaded, so this is rare)
+        return None
+    return (recorded or {}).get("fingerprint")
 
 
 class ReportWriter(SaveConfigCallback):
@@ -134,8 +148,8 @@ class ReportWriter(SaveConfigCallback):
             "global_step": step,
             "split": key,
             "trained": bool(step) and (stage == "fit" or bool(checkpoint)),
-            "fingerprint": fingerprint(config),
-            "method_fields": method_fields(config),
+            **identity.run_identity(config),
+            "checkpoint_fingerprint": checkpoint_fingerprint(checkpoint) if stage != "fit" else None,
         }
 
     @staticmethod
@@ -211,6 +225,15 @@ class ReportWriter(SaveConfigCallback):
         if not isinstance(report, dict) or "per_class_iou" not in report or report.get("stage", "fit") != "fit":
             return None
         return str(report.get("run_dir") or Path(path).parent)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Every checkpoint carries `tailseg_identity`: the fingerprint and method fields of the run's config
+        (`tailseg.identity`), which `--ckpt_path` checks before resuming."""
+        if getattr(self, "_identity", None) is None:  # the config does not change during a run
+            self._identity = identity.run_identity(
+                json.loads(self.parser.dump(self.config, format="json", skip_none=False))
+            )
+        checkpoint[identity.CHECKPOINT_KEY] = self._identity
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "validate" and not self._quiet:
