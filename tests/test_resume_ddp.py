@@ -2,8 +2,9 @@
 state of the uninterrupted 2-process run (`tailseg.resume`); and what a resume refuses instead of drawing otherwise.
 
 The DDP runs train the performance-aware sampler (`base_plus.yaml`, fed the training IoU at each epoch's end) with
-`seed_everything: false`, so that the ranks' own seeds and random streams differ: the sampler's seed must come from
-rank 0 and each rank must get its own streams back. 8 images, 2 per batch and rank: 2 steps an epoch, 5 steps in all.
+`seed_everything: false` and each process seeded with its own seed at start-up (a `sitecustomize` module; torch's
+default seed is the same in every process), so that the ranks' own seeds and random streams differ: the sampler's
+seed must come from rank 0 and each rank must get its own streams back. 8 images, 2 per batch and rank: 2 steps an epoch, 5 steps in all.
 The resumed run starts from the uninterrupted run's checkpoint of step 3, one batch into epoch 1, so the epoch's
 training confusion matrix in it (summed over the ranks) decides the IoU fed at that epoch's end, and so epoch 2.
 """
@@ -32,7 +33,13 @@ STEPS, RESUME_AT = 5, 3
 
 def _fit(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     """`tailseg fit` of 5 steps in 2 processes under `tmp/runs`, a checkpoint `step=<k>.ckpt` after every step."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    site = tmp / "site"  # each rank starts from its own seed (torch's default seed is the same in every process)
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import os\nimport torch\ntorch.manual_seed(1000 + int(os.environ.get('LOCAL_RANK', '0')))\n"
+    )
+    paths = os.pathsep.join([str(site), str(ROOT / "src")])
+    env = {**os.environ, "PYTHONPATH": paths, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     args = ["fit", "--config", str(BASE_PLUS), *tiny_synthetic_args(), *DDP, "--seed_everything", "false",
             "--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1", "--trainer.deterministic", "true",
             "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
