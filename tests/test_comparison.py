@@ -131,3 +131,17 @@ def test_cli_compare_with_intervals(runs, capsys):
     printed = capsys.readouterr().out
     assert "### Gain over base (IoU points)" in printed and "| group |" in printed
     assert (runs / "comparison.md").read_text() + "\n" == printed and "- Note: " in printed
+
+
+def test_gain_figure_and_frames_from_the_comparison(runs):
+    from tailseg.analysis import comparison_frames, gain_figure
+
+    c = build_comparison(runs, resamples=100)
+    figure = gain_figure(c, method="lmp")
+    series = figure.axes[0].collections
+    points = next(s for s in series if s.get_label() == "lmp − base").get_offsets()
+    rider = c.classes.index("rider")
+    assert points[0].tolist() == pytest.approx([0.05, c.deltas["lmp"].per_class[rider]])  # rarest first
+    frames = comparison_frames(c, sort="frequency")
+    board = frames["Leaderboard (%), by mIoU; reference base"]
+    assert board.loc["lmp", "group"] == "1" and board.attrs["notes"][0].startswith("group 1: lmp")
