@@ -143,5 +143,6 @@ def test_gain_figure_and_frames_from_the_comparison(runs):
     rider = c.classes.index("rider")
     assert points[0].tolist() == pytest.approx([0.05, c.deltas["lmp"].per_class[rider]])  # rarest first
     frames = comparison_frames(c, sort="frequency")
-    board = frames["Leaderboard (%), by mIoU; reference base"]
+    assert list(frames) == ["per_class", "gains", "summary", "leaderboard"]
+    board = frames["leaderboard"]
     assert board.loc["lmp", "group"] == "1" and board.attrs["notes"][0].startswith("group 1: lmp")

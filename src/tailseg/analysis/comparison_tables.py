@@ -130,11 +130,18 @@ def leaderboard(comparison: Comparison) -> Table:
 
 
 def comparison_frames(comparison: Comparison, sort: str = "reference") -> dict[str, pd.DataFrame]:
-    """{title: table} of `comparison_tables`, each a DataFrame of strings indexed by its first column, with the
-    lines under it in `attrs["notes"]`."""
+    """The tables of `comparison_tables` as DataFrames of strings indexed by their first column, under the keys
+    "per_class", "gains" (only with a method besides the reference), "summary" and "leaderboard"; each one's
+    title and the lines under it in `attrs["title"]` and `attrs["notes"]`."""
+    tables = comparison_tables(comparison, sort)
+    keys = (
+        ["per_class", "gains", "summary", "leaderboard"]
+        if comparison.deltas
+        else ["per_class", "summary", "leaderboard"]
+    )
     frames = {}
-    for title, header, rows, under in comparison_tables(comparison, sort):
+    for key, (title, header, rows, under) in zip(keys, tables, strict=True):
         frame = pd.DataFrame(rows, columns=header).set_index(header[0])
-        frame.attrs["notes"] = list(under)
-        frames[title] = frame
+        frame.attrs.update(title=title, notes=list(under))
+        frames[key] = frame
     return frames
