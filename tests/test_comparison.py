@@ -146,3 +146,18 @@ def test_gain_figure_and_frames_from_the_comparison(runs):
     assert list(frames) == ["per_class", "gains", "summary", "leaderboard"]
     board = frames["leaderboard"]
     assert board.loc["lmp", "group"] == "1" and board.attrs["notes"][0].startswith("group 1: lmp")
+
+
+def test_partial_counts_and_unpaired_seeds_are_noted(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+    write_report(tmp_path / "lmp" / "seed0", 0, counts(10, base))
+    write_report(tmp_path / "lmp" / "seed1", 1, counts(11, base))
+    write_report(tmp_path / "lmp" / "seed2", 2, iou=[90.0, 70.0, 20.0, 80.0])  # an older report
+    write_report(tmp_path / "tce" / "seed7", 7, counts(17, base))
+    c = build_comparison(tmp_path, resamples=50)
+    assert c.deltas["lmp"].pairs == 2 and c.figures["lmp"].miou_ci is None  # not every seed has counts
+    assert "lmp vs base: Δ and its interval from the 2 of 3 seed pairs with per-image counts on both sides" in c.notes
+    assert c.deltas["tce"].pairs == 0 and c.deltas["tce"].miou_ci is None
+    assert "tce vs base: no seed in common: Δ of the seed means, without an interval" in c.notes

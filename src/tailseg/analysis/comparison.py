@@ -205,11 +205,17 @@ def _delta(
 ) -> Delta:
     per_class, runs_of, counts, figures = comparison_inputs
     keys = {m: dict(zip(_seed_keys(runs_of[m]), runs_of[m], strict=True)) for m in (method, against)}
+    common = [key for key in keys[against] if key in keys[method]]
     pairs = [
         (keys[method][key], keys[against][key])
-        for key in keys[against]
-        if key in keys[method] and keys[method][key].name in counts and keys[against][key].name in counts
+        for key in common
+        if keys[method][key].name in counts and keys[against][key].name in counts
     ]
+    if not common:
+        notes.append(f"{method} vs {against}: no seed in common: Δ of the seed means, without an interval")
+    elif 0 < len(pairs) < len(common):
+        notes.append(f"{method} vs {against}: Δ and its interval from the {len(pairs)} of {len(common)} seed pairs "
+                     "with per-image counts on both sides")  # fmt: skip
     if not pairs:
         gains = iou_by_run(per_class, method).to_numpy() - figures[against].per_class[None, :]
         return Delta(method, against, 0, figures[method].per_class - figures[against].per_class, column_std(gains),
