@@ -93,6 +93,8 @@ def test_prob_better_by_hand():
     assert prob_better([50.0, 52.0, 53.0], [48.0, 51.0, 51.0]) == (1.0, None)
     value, reason = prob_better([50.0, 52.0], [48.0, 51.0])
     assert value is None and reason == "2 seed pairs; needs 3"
+    by_seed = prob_better({0: 50.0, 1: 52.0, 2: 49.0, 9: 1.0}, {2: 51.0, 1: 52.0, 0: 48.0})  # seeds paired by number
+    assert by_seed == (pytest.approx(0.5), None)
     with pytest.raises(ValueError):
         prob_better([1.0, 2.0, 3.0], [1.0, 2.0])
 

@@ -27,7 +27,7 @@ group of each image and there are at least two groups; else image by image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -194,9 +194,9 @@ def _figures(
     if not all(run.name in counts for run in runs):
         return figures
     result = seed_and_image_interval([(counts[r.name].intersection, counts[r.name].union) for r in runs], **settings)
-    return Figures(
-        **{**figures.__dict__, "per_class_ci": 100.0 * result.per_class_iou_ci, "miou_ci": 100.0 * result.miou_ci,
-           "per_image_miou": 100.0 * result.per_image_miou, "per_image_miou_ci": 100.0 * result.per_image_miou_ci}
+    return replace(
+        figures, per_class_ci=100.0 * result.per_class_iou_ci, miou_ci=100.0 * result.miou_ci,
+        per_image_miou=100.0 * result.per_image_miou, per_image_miou_ci=100.0 * result.per_image_miou_ci,
     )  # fmt: skip
 
 
@@ -296,11 +296,7 @@ def build_comparison(
         m: deltas[m] if top == reference else _delta(inputs, m, top, [], alpha, settings) for m in names if m != top
     }
     groups_of = {top: TOP_GROUP, **{m: _group(d) for m, d in versus_top.items()}}
-    better = {}
-    for m in deltas:
-        pairs = [k for k in figures[reference].miou_by_seed if k in figures[m].miou_by_seed]
-        better[m] = prob_better([figures[m].miou_by_seed[k] for k in pairs],
-                                [figures[reference].miou_by_seed[k] for k in pairs])  # fmt: skip
+    better = {m: prob_better(figures[m].miou_by_seed, figures[reference].miou_by_seed) for m in deltas}
     return Comparison(
         runs=kept, left_out=left_out, per_class=per_class, reference=reference, methods=names,
         classes=list(by_run.iloc[0]), pixel_frequency=pixel_frequency(per_class), figures=figures, deltas=deltas,

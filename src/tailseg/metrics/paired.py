@@ -26,7 +26,7 @@ Journal of Statistics, 1979), which bounds the family-wise error rate without as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,9 +249,15 @@ def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-def prob_better(method_mious: Sequence[float], reference_mious: Sequence[float]) -> tuple[float | None, str | None]:
-    """P(method > reference) over seed pairs: the share of pairs j with method_j > reference_j, a tie counting
-    1/2 (the two sequences paired by position: seed j with seed j).
+def prob_better(
+    method_mious: Sequence[float] | Mapping, reference_mious: Sequence[float] | Mapping
+) -> tuple[float | None, str | None]:
+    """P(method > reference) over seed pairs: the share of pairs with the method's mIoU higher, a tie counting 1/2.
+
+    Args:
+        method_mious: The method's mIoU per seed: {seed: mIoU} (paired with the reference's by seed number, seeds
+            of one side only left out) or a sequence (paired by position with the reference's).
+        reference_mious: The reference's, of the same kind.
 
     Returns:
         (probability, None), or (None, reason) with fewer than `MIN_SEEDS_PROB_BETTER` pairs.
@@ -259,6 +265,9 @@ def prob_better(method_mious: Sequence[float], reference_mious: Sequence[float])
     Raises:
         ValueError: sequences of different lengths.
     """
+    if isinstance(method_mious, Mapping) and isinstance(reference_mious, Mapping):
+        common = [seed for seed in reference_mious if seed in method_mious]
+        method_mious, reference_mious = [method_mious[s] for s in common], [reference_mious[s] for s in common]
     a, b = np.asarray(method_mious, np.float64), np.asarray(reference_mious, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"prob_better: {a.size} method seeds for {b.size} reference seeds")
