@@ -24,13 +24,13 @@ def counts(seed: int, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (union * np.clip(quality + noise, 0, 1)).astype(np.int64), union
 
 
-def write_report(folder, seed: int, per_image=None, iou=None):
+def write_report(folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None):
     folder.mkdir(parents=True, exist_ok=True)
     report = {"class_frequency": FREQ, "config": {"seed_everything": seed}, "run_dir": str(folder)}
     if per_image is not None:
         intersection, union = per_image
         iou = 100.0 * iou_from_counts(intersection.sum(0), union.sum(0))
-        report["per_image"] = {"names": IMAGES, "groups": None, "intersection": intersection.tolist(),
+        report["per_image"] = {"names": images, "groups": groups, "intersection": intersection.tolist(),
                                "union": union.tolist()}  # fmt: skip
     report["per_class_iou"] = dict(zip(CLASSES, [float(v) for v in iou], strict=True))
     report["miou"] = float(np.mean(iou))
@@ -156,8 +156,24 @@ def test_partial_counts_and_unpaired_seeds_are_noted(tmp_path):
     write_report(tmp_path / "lmp" / "seed1", 1, counts(11, base))
     write_report(tmp_path / "lmp" / "seed2", 2, iou=[90.0, 70.0, 20.0, 80.0])  # an older report
     write_report(tmp_path / "tce" / "seed7", 7, counts(17, base))
+    other = [name.upper() for name in IMAGES]  # another split
+    for seed in range(3):
+        write_report(tmp_path / "test" / f"seed{seed}", seed, counts(20 + seed, base), images=other)
     c = build_comparison(tmp_path, resamples=50)
+    assert c.figures["test"].miou_ci is not None and c.deltas["test"].miou_ci is None
+    assert "test vs base: evaluated on different images: Δ of the seed means, without an interval" in c.notes
     assert c.deltas["lmp"].pairs == 2 and c.figures["lmp"].miou_ci is None  # not every seed has counts
     assert "lmp vs base: Δ and its interval from the 2 of 3 seed pairs with per-image counts on both sides" in c.notes
     assert c.deltas["tce"].pairs == 0 and c.deltas["tce"].miou_ci is None
     assert "tce vs base: no seed in common: Δ of the seed means, without an interval" in c.notes
+
+
+def test_groups_of_images_are_resampled_when_every_evaluation_names_them(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    videos = [f"video{i % 3}" for i in range(len(IMAGES))]
+    for seed in range(2):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base), groups=videos)
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base), groups=videos)
+    c = build_comparison(tmp_path, resamples=50)
+    assert "intervals resample the 3 groups of images (videos / cities)" in c.notes
+    assert c.deltas["lmp"].miou_ci is not None

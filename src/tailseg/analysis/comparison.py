@@ -22,7 +22,9 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
   would need their counts has no interval, and a note names them: never a zero-width interval.
 
 Images are resampled in groups (CamVid's videos, Cityscapes' cities) when every evaluation's counts name the
-group of each image and there are at least two groups; else image by image.
+group of each image and there are at least two groups; else image by image. Only evaluations of the same
+images are resampled together or paired (an evaluation on the test split never pairs with a run's validation):
+elsewhere Δ is the difference of the seed means, without an interval, and a note says so.
 """
 
 from __future__ import annotations
@@ -152,37 +154,41 @@ def _seed_keys(runs: list[Run]) -> list:
     return [run.seed if run.seed is not None else f"#{next(unknown)}" for run in runs]
 
 
-def _load_counts(runs: list[Run], notes: list[str]) -> tuple[dict[str, PerImage], np.ndarray | None]:
-    """{run name: its per-image counts aligned on one list of images} and the group labels to resample (None:
-    images). Runs without counts, or with counts of other images, are absent and noted."""
+def _load_counts(runs: list[Run], classes: int, notes: list[str]) -> dict[str, PerImage]:
+    """{run name: its per-image counts}, the counts of evaluations of the same images in one order (that of the
+    first run read with those images). Runs without counts (or with counts of another number of classes) are
+    absent and noted."""
     loaded: dict[str, PerImage] = {}
+    orders: dict[frozenset, list[str]] = {}
     missing = []
     for run in runs:
         counts = load_per_image(run.report, run.path)
-        if counts is None:
+        if counts is None or counts.intersection.shape[1] != classes:
             missing.append(run.name)
-        else:
-            loaded[run.name] = counts
+            continue
+        order = orders.setdefault(frozenset(counts.names), counts.names)
+        loaded[run.name] = counts.aligned(order)
     if missing:
         notes.append(f"{', '.join(missing)}: no per-image counts (older report): intervals unavailable")
-    if not loaded:
-        return {}, None
-    names = next(iter(loaded.values())).names
-    aligned = {}
-    for name, counts in loaded.items():
-        try:
-            aligned[name] = counts.aligned(names)
-        except KeyError as error:
-            notes.append(f"{name}: {error.args[0]}: intervals unavailable")
-    groups = [counts.groups for counts in aligned.values()]
-    if groups and all(g is not None for g in groups) and len(set(groups[0])) > 1:
+    return loaded
+
+
+def _same_images(counts: list[PerImage]) -> bool:
+    return all(c.names == counts[0].names for c in counts)
+
+
+def _settings(counts: list[PerImage], settings: dict, notes: list[str]) -> dict:
+    """`settings` with the groups of images to resample: the groups of the images (videos / cities) where every
+    evaluation names them and there are two or more, else None (images)."""
+    groups = [c.groups for c in counts]
+    if all(g is not None for g in groups) and len(set(groups[0])) > 1:
         notes.append(f"intervals resample the {len(set(groups[0]))} groups of images (videos / cities)")
-        return aligned, np.asarray(groups[0])
-    return aligned, None
+        return {**settings, "groups": np.asarray(groups[0])}
+    return {**settings, "groups": None}
 
 
 def _figures(
-    per_class: pd.DataFrame, method: str, runs: list[Run], counts: dict[str, PerImage], settings: dict
+    per_class: pd.DataFrame, method: str, runs: list[Run], counts: dict[str, PerImage], settings: dict, notes: list[str]
 ) -> Figures:
     by_run = iou_by_run(per_class, method).reindex([run.name for run in runs]).to_numpy()
     mious, per_class_mean = mean_iou(by_run), mean_iou(by_run.T)
@@ -193,7 +199,11 @@ def _figures(
     )  # fmt: skip
     if not all(run.name in counts for run in runs):
         return figures
-    result = seed_and_image_interval([(counts[r.name].intersection, counts[r.name].union) for r in runs], **settings)
+    used = [counts[run.name] for run in runs]
+    if not _same_images(used):
+        notes.append(f"{method}: its seeds were evaluated on different images: intervals unavailable")
+        return figures
+    result = seed_and_image_interval([(c.intersection, c.union) for c in used], **_settings(used, settings, notes))
     return replace(
         figures, per_class_ci=100.0 * result.per_class_iou_ci, miou_ci=100.0 * result.miou_ci,
         per_image_miou=100.0 * result.per_image_miou, per_image_miou_ci=100.0 * result.per_image_miou_ci,
@@ -211,7 +221,10 @@ def _delta(
         for key in common
         if keys[method][key].name in counts and keys[against][key].name in counts
     ]
-    if not common:
+    if pairs and not _same_images([counts[run.name] for pair in pairs for run in pair]):
+        notes.append(f"{method} vs {against}: evaluated on different images: Δ of the seed means, without an interval")
+        pairs = []
+    elif not common:
         notes.append(f"{method} vs {against}: no seed in common: Δ of the seed means, without an interval")
     elif 0 < len(pairs) < len(common):
         notes.append(f"{method} vs {against}: Δ and its interval from the {len(pairs)} of {len(common)} seed pairs "
@@ -223,7 +236,7 @@ def _delta(
     result = paired_bootstrap(
         [(counts[m.name].intersection, counts[m.name].union) for m, _ in pairs],
         [(counts[r.name].intersection, counts[r.name].union) for _, r in pairs],
-        **settings,
+        **_settings([counts[m.name] for m, _ in pairs], settings, notes),
     )
     if len(pairs) == 1:
         notes.append(f"{method} vs {against}: one seed pair: intervals over images only, no significance across seeds")
@@ -283,9 +296,9 @@ def build_comparison(
     names = methods(per_class)
     runs_of = {m: [run for run in kept if run.label == m] for m in names}
     notes: list[str] = []
-    counts, groups = _load_counts(kept, notes)
-    settings = {"resamples": resamples, "seed": seed, "groups": groups, "level": level}
-    figures = {m: _figures(per_class, m, runs_of[m], counts, settings) for m in names}
+    counts = _load_counts(kept, len(by_run.iloc[0]), notes)
+    settings = {"resamples": resamples, "seed": seed, "level": level}
+    figures = {m: _figures(per_class, m, runs_of[m], counts, settings, notes) for m in names}
     for m in names:
         if len(runs_of[m]) == 1 and figures[m].miou_ci is not None:
             notes.append(f"{m}: one seed: intervals over images only, no significance across seeds")
