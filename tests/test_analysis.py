@@ -246,19 +246,19 @@ def test_fairness_table_is_mean_and_std_over_seeds(demo_runs):
     assert text.loc["base", "mIoU"] == f"{np.nanmean(reference):.2f}" and text.loc["lmp", "runs"] == 2
 
 
-def test_worst_k_table_and_per_class_table(demo_runs):
+def test_worst_k_table_and_the_comparison_per_class_table(demo_runs):
     frame = ta.load_per_class(demo_runs)
     table = ta.worst_k_table(frame, "base", steps=(3, 5))
     miou = np.mean([np.nanmean(values(v)) for v in LMP_SEEDS.values()])
     assert table.loc["lmp", "miou"] == pytest.approx(miou)
     assert table.loc["lmp", "k@3"] == worst_k_to_match(values(BASE), miou, 3)
     assert table.loc["lmp", "k@5"] == worst_k_to_match(values(BASE), miou, 5) and table.loc["lmp", "classes"] == 5
-    per_class = ta.per_class_table(frame, sort="frequency")
+    comparison = ta.build_comparison(demo_runs)
+    assert comparison.figures["lmp"].per_class[comparison.classes.index("rider")] == pytest.approx(15.0)
+    per_class = ta.comparison_frames(comparison, sort="frequency")["per_class"]
     assert per_class.index.tolist() == ["bus", "rider", "pole", "car", "sky", "road"]  # rarest first
-    assert per_class.loc["rider", "lmp"] == pytest.approx(15.0)
-    formatted = ta.per_class_table(frame, formatted=True)
-    assert formatted.loc["rider", "lmp"] == f"15.00 ± {np.std([10.0, 20.0], ddof=1):.2f}"
-    assert formatted.loc["bus", "base"] == "n/a" and formatted.loc["rider", "pixels %"] == "1.000"
+    assert per_class.loc["rider", "lmp"] == f"15.00 ± {np.std([10.0, 20.0], ddof=1):.2f}"  # no per-image counts
+    assert per_class.loc["bus", "base"] == "n/a" and per_class.loc["rider", "pixels %"] == "1.000"
 
 
 def test_evolution_figure_draws_one_line_per_class(tmp_path):

@@ -1,4 +1,5 @@
-"""`tailseg compare`: tables from reports, seeds as mean ± std, repeats of a seed, gains, sorting, bad input."""
+"""`tailseg compare` on older reports (no per-image counts): seeds as mean ± std, repeats of a seed, gains, sorting,
+bad input. The intervals and marks of reports with per-image counts: tests/test_comparison.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tailseg.analysis.comparison import build_comparison
 from tailseg.analysis.runs import find_runs, load_per_class, select_runs
 from tailseg.cli import main
 from tailseg.compare import comparison_tables, render
@@ -28,8 +30,8 @@ def test_seeds_gains_and_summary(tmp_path):
     write_report(tmp_path / "base" / "version_0", [90, 70, 0, 20, 30, 80])
     lmp1 = write_report(tmp_path / "s1" / "lmp", [90, 72, 10, 30, 34, 80])
     lmp2 = write_report(tmp_path / "s2" / "lmp", [92, 70, 20, 30, 36, 82])
-    per_class_frame = load_per_class([str(tmp_path / "base"), str(lmp1), str(lmp2)])
-    per_class, gains, summary, board = comparison_tables(per_class_frame, sort="frequency")
+    comparison = build_comparison([str(tmp_path / "base"), str(lmp1), str(lmp2)])
+    per_class, gains, summary, board = comparison_tables(comparison, sort="frequency")
     assert per_class[1] == ["class", "pixels %", "base", "lmp"] and "base: 1, lmp: 2" in per_class[0]
     assert [row[0] for row in per_class[2]] == ["rider", "bus", "pole", "car", "sky", "road"]  # rarest first
     rider = per_class[2][0]
@@ -49,10 +51,10 @@ def test_seeds_gains_and_summary(tmp_path):
 def test_reference_sorting_and_named_runs(tmp_path):
     write_report(tmp_path / "a", [90, 70, 0, 20, 30, 80])
     write_report(tmp_path / "b", [91, 60, 5, 25, 35, 85])
-    per_class_frame = load_per_class([f"MCCE={tmp_path / 'a'}", f"TCE={tmp_path / 'b' / 'report.json'}"])
-    tables = comparison_tables(per_class_frame, reference="TCE")
+    comparison = build_comparison([f"MCCE={tmp_path / 'a'}", f"TCE={tmp_path / 'b' / 'report.json'}"], reference="TCE")
+    tables = comparison_tables(comparison)
     assert [row[0] for row in tables[0][2]] == ["rider", "bus", "pole", "car", "sky", "road"]  # by TCE's IoU
-    text = render(tables, "csv")
+    text = render(comparison, "csv")
     assert text.startswith("# Per-class IoU") and "rider,1.000,0.00,5.00" in text
 
 
@@ -64,6 +66,8 @@ def test_cli_compare_writes_markdown_and_figure(tmp_path, capsys):
           "--figure", str(figure)])  # fmt: skip
     printed = capsys.readouterr().out
     assert "| rider | 1.000 | 0.00 | 10.00 |" in printed
+    assert "- Note: base, lmp: no per-image counts (older report): intervals unavailable" in printed
+    assert "| lmp | 1 | 52.67 | +4.33 | n/a |" in printed  # no interval, no per-image mIoU: never a zero width
     assert "| rider | +10.00 |" in out.read_text() and "| rider | 1.000 | 0.00 | 10.00 |" in out.read_text()
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -82,7 +86,7 @@ def test_a_repeated_seed_counts_once_and_the_same_everywhere(tmp_path):
     write_report(tmp_path / "demo" / "lmp" / "version_1", [92, 70, 20, 30, 36, 82], seed=1)
     frame = load_per_class(str(tmp_path / "demo"))
     assert sorted(frame["run"].unique()) == ["base/version_1", "lmp/version_0", "lmp/version_1"]
-    tables = comparison_tables(frame, sort="frequency")
+    tables = comparison_tables(build_comparison(str(tmp_path / "demo")), sort="frequency")
     assert "base: 1, lmp: 2" in tables[0][0]
     assert tables[0][2][0][2] == "0.00"  # rider of base: the newer run's 0, not the older run's 10
     assert gain_table(frame, "lmp").loc["rider", "gain"] == pytest.approx(15.0)
@@ -99,12 +103,12 @@ def test_bad_input(tmp_path, capsys):
     assert stop.value.code == 2 and "tailseg compare: error:" in capsys.readouterr().err
     write_report(tmp_path / "a", [90, 70, 0, 20, 30, 80])
     with pytest.raises(ValueError, match="reference method 'x'"):
-        comparison_tables(load_per_class([str(tmp_path / "a")]), reference="x")
+        build_comparison([str(tmp_path / "a")], reference="x")
     other = tmp_path / "b"
     other.mkdir()
     (other / "report.json").write_text(json.dumps({"per_class_iou": {"road": 1.0}}))
     with pytest.raises(ValueError, match="disagree on the classes"):
-        comparison_tables(load_per_class([str(tmp_path / "a"), str(other)]))
+        build_comparison([str(tmp_path / "a"), str(other)])
     unfinished = tmp_path / "c" / "version_0"
     unfinished.mkdir(parents=True)
     (unfinished / "metrics.csv").write_text("epoch,step,train/loss\n0,1,2.5\n")

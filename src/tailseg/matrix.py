@@ -38,8 +38,9 @@ later (default 60) are killed with their loader workers. The matrix then exits w
 SIGTERM (130 after Ctrl-C), like `tailseg fit`, and nothing of it keeps running.
 
 At the end (unless `--no-compare`), the finished runs of the whole `OUT` folder are compared through the
-same analysis as `tailseg compare` and the notebooks: `OUT/comparison.md` (per-class IoU, gains over the
-reference, fairness; mean ± std over seeds) and `OUT/gains.png` (gain against pixel share). A job that
+same analysis as `tailseg compare` and the notebooks: `OUT/comparison.md` (per-class IoU with intervals over
+seeds and images, paired gains over the reference with Holm-marked classes, fairness, the leaderboard and its
+top group; see `tailseg.analysis.comparison`) and `OUT/gains.png` (gain against pixel share). A job that
 failed is reported with its log and makes the exit status 1; the others still run and are compared.
 
 SLURM: `--list` prints the jobs, one line each (index, method, seed, done / to do / changed, folder), so

@@ -3,7 +3,11 @@
 - `runs`: find runs (report.json, run directories, metrics.csv, offline W&B folders) and load them into
   tidy frames: `load_per_class` (run, method, seed, class, iou, pixel_frequency, step) and `load_series`
   (run, method, seed, step, key, value);
-- `aggregate`: per-method means / stds over seeds, class orders, the per-class IoU table;
+- `aggregate`: per-method means / stds over seeds, class orders;
+- `comparison`: `build_comparison`, one `Comparison` of a set of runs computed once - figures with intervals over
+  seeds and images, paired Δ against the reference with Holm-marked classes, P(> reference), the leaderboard's
+  top group and notes - that `tailseg compare`, `tailseg matrix` and the notebooks render;
+  `comparison_tables` / `comparison_frames` format it;
 - `gains`: per-class gain vs pixel share (LMP paper, Fig. 3; `tailseg compare --figure`), `worst_k_table`;
 - `sorted_iou`: IoU sorted by the reference with bottom / top 25 % groups (TCE paper, Table 1);
 - `fairness`: the TCE paper's Table 3, mean ± std over seeds;
@@ -27,10 +31,13 @@ _EXPORTS = {
     "iou_by_run": "aggregate",
     "mean_iou": "aggregate",
     "methods": "aggregate",
-    "per_class_table": "aggregate",
     "pixel_frequency": "aggregate",
     "seed_counts": "aggregate",
     "std_iou": "aggregate",
+    "Comparison": "comparison",
+    "build_comparison": "comparison",
+    "comparison_frames": "comparison_tables",
+    "comparison_tables": "comparison_tables",
     "class_series": "evolution",
     "evolution_figure": "evolution",
     "runs_with": "evolution",

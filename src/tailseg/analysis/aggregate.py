@@ -122,24 +122,3 @@ def mean_std_text(mean: float, std: float, decimals: int = 2, signed: bool = Fal
         return "n/a"
     text = f"{mean:+.{decimals}f}" if signed else f"{mean:.{decimals}f}"
     return text if std is None or pd.isna(std) else f"{text} ± {std:.{decimals}f}"
-
-
-def per_class_table(
-    per_class: pd.DataFrame, sort: str = "frequency", reference: str | None = None, formatted: bool = False
-) -> pd.DataFrame:
-    """The per-class IoU (%) of every method, one row per class (sorted as `class_order`).
-
-    Columns: `pixels %` (share of the labelled training pixels × 100) and one column per method holding the
-    mean IoU over its runs (`formatted`: strings "mean ± std", the std only with more than one run).
-    """
-    order = class_order(per_class, sort, reference)
-    mean, std = mean_iou(per_class).loc[order], std_iou(per_class).loc[order]
-    table = pd.DataFrame({"pixels %": 100.0 * pixel_frequency(per_class).loc[order]})
-    for method in methods(per_class):
-        if formatted:
-            table[method] = [mean_std_text(m, s) for m, s in zip(mean[method], std[method], strict=True)]
-        else:
-            table[method] = mean[method]
-    if formatted:
-        table["pixels %"] = [("" if pd.isna(v) else f"{v:.3f}") for v in table["pixels %"]]
-    return table

@@ -59,8 +59,30 @@ def gain_table(per_class: pd.DataFrame, method: str, reference: str | None = Non
     return table.iloc[order]
 
 
+def _gain_points(source, method: str, reference: str) -> pd.DataFrame:
+    """Per class (rarest first): pixel_frequency, gain and its error bar below / above (`lower`, `upper`; 0
+    without): from a `Comparison`, the paired Δ and its interval (std over seeds without one); from a
+    per-class frame, `gain_table`'s gain and std."""
+    from tailseg.analysis.comparison import Comparison
+
+    if isinstance(source, Comparison):
+        delta = source.deltas[method]
+        gain = pd.Series(delta.per_class, index=source.classes)
+        if delta.per_class_ci is None:
+            lower = upper = pd.Series(delta.per_class_std, index=source.classes)
+        else:
+            lower = gain - pd.Series(delta.per_class_ci[0], index=source.classes)
+            upper = pd.Series(delta.per_class_ci[1], index=source.classes) - gain
+        table = pd.DataFrame({"pixel_frequency": source.pixel_frequency.reindex(source.classes), "gain": gain,
+                              "lower": lower, "upper": upper})  # fmt: skip
+        order = np.argsort(np.nan_to_num(table["pixel_frequency"].to_numpy(), nan=np.inf), kind="stable")
+        return table.iloc[order]
+    table = gain_table(source, method, reference)
+    return table.assign(lower=table["gain_std"], upper=table["gain_std"])
+
+
 def gain_figure(
-    per_class: pd.DataFrame,
+    per_class,
     method: str | list[str] | None = None,
     reference: str | None = None,
     ax: Axes | None = None,
@@ -70,16 +92,25 @@ def gain_figure(
     method in `method` (a name or a list; default: every method but the reference), classes labelled (at the
     first method's points).
 
-    Classes without a gain (no IoU in one of the two) or without a positive pixel share cannot be placed and
-    are left out (listed in the axes' title). With several runs of a method, error bars show the std of its
-    runs' gains. Each series is a `PathCollection` labelled "<method> − <reference>"; its offsets are
-    (pixel share, gain).
+    `per_class` is a per-class frame (`load_per_class`; error bars: the std of the method's runs' gains) or a
+    `Comparison` (`build_comparison`, whose reference is used; error bars: the paired 95% interval of Δ, else
+    the std over seeds). Classes without a gain (no IoU in one of the two) or without a positive pixel share
+    cannot be placed and are left out (listed in the axes' title). Each series is a `PathCollection` labelled
+    "<method> − <reference>"; its offsets are (pixel share, gain).
     """
-    reference = default_reference(per_class, reference)
-    if method is None:
-        shown = [m for m in methods(per_class) if m != reference]
+    from tailseg.analysis.comparison import Comparison
+
+    if isinstance(per_class, Comparison):
+        reference, names = per_class.reference, per_class.methods
     else:
-        shown = check_methods(per_class, method)
+        reference, names = default_reference(per_class, reference), methods(per_class)
+    if method is None:
+        shown = [m for m in names if m != reference]
+    else:
+        shown = [method] if isinstance(method, str) else list(method)
+        missing = [m for m in shown if m not in names]
+        if missing:
+            raise ValueError(f"methods {missing} are not among the runs' methods {names}")
     if not shown:
         raise ValueError(f"no method to compare with the reference {reference!r}")
     if ax is None:
@@ -88,14 +119,15 @@ def gain_figure(
     markers = "os^Dv<>p"
     left_out: set[str] = set()
     for i, name in enumerate(shown):
-        table = gain_table(per_class, name, reference)
+        table = _gain_points(per_class, name, reference)
         ok = table["gain"].notna() & (table["pixel_frequency"] > 0)
         left_out |= set(table.index[~ok])
         table = table[ok]
         x, y = table["pixel_frequency"].to_numpy(), table["gain"].to_numpy()
         colors = [GAIN_COLORS[bool(v >= 0)] for v in y] if len(shown) == 1 else f"C{i}"
-        if table["gain_std"].notna().any():
-            ax.errorbar(x, y, yerr=table["gain_std"].fillna(0).to_numpy(), fmt="none", ecolor="0.6", lw=1)
+        if table["lower"].notna().any():
+            bars = np.vstack([table["lower"].fillna(0).to_numpy(), table["upper"].fillna(0).to_numpy()])
+            ax.errorbar(x, y, yerr=bars, fmt="none", ecolor="0.6", lw=1)
         ax.scatter(x, y, c=colors, marker=markers[i % len(markers)], s=36, zorder=3, label=f"{name} − {reference}")
         if label_classes and i == 0:  # the classes' names once, at the first method's points
             for cls, xi, yi in zip(table.index, x, y, strict=True):

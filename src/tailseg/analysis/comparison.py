@@ -1,0 +1,319 @@
+"""One comparison of a set of runs, computed once: figures with intervals, paired Δ, significance, notes.
+
+`build_comparison(sources)` finds and selects the runs (`tailseg.analysis.runs`), reads their reports and
+per-image counts (`tailseg.analysis.per_image`) and computes everything `tailseg compare`, `tailseg matrix`
+and the notebooks show, with the statistics of `tailseg.metrics.paired`; they only render the `Comparison`.
+
+- Figures of a method (IoU in %): the point figures are the means over its seeds of the reports' per-class IoU
+  and of each run's mIoU (the mean over its classes with an IoU); their 95% intervals resample seeds, then
+  images within each drawn seed (`seed_and_image_interval`). With one seed the interval is over images only.
+- Δ against the reference (and against the top method): paired by seed number (runs without a known seed
+  pair by their order within the method) and by image (`paired_bootstrap`); per-class p-values are
+  Holm-corrected over the classes of one comparison, and a class is *significant* when its Holm p < `alpha`;
+  ΔmIoU is one test of its own (its raw p). Significance needs at least 2 seed pairs: with one, the interval
+  is over images only and says nothing about another training run, so nothing is marked and a note says so.
+  Without a seed pair holding per-image counts on both sides, Δ is the difference of the seed means with
+  the std over the method's seeds, and no interval.
+- The leaderboard's *group*: the top method (highest mIoU) and every method whose paired 95% interval of
+  ΔmIoU against it contains 0 form group 1 (statistically tied with the top); the other methods are "below".
+  Where the paired interval is unavailable the group is unknown (None).
+- P(method > reference) over seed pairs (`prob_better`), with at least 3 pairs, else None and the reason.
+- Reports without per-image counts (older tailseg) are compared on their point figures; every figure that
+  would need their counts has no interval, and a note names them: never a zero-width interval.
+
+Images are resampled in groups (CamVid's videos, Cityscapes' cities) when every evaluation's counts name the
+group of each image and there are at least two groups; else image by image. Only evaluations of the same
+images are resampled together or paired (an evaluation on the test split never pairs with a run's validation):
+elsewhere Δ is the difference of the seed means, without an interval, and a note says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from tailseg.analysis.aggregate import column_std, default_reference, iou_by_run, methods, pixel_frequency
+from tailseg.analysis.fairness import fairness_table
+from tailseg.analysis.per_image import PerImage, load_per_image
+from tailseg.analysis.runs import Run, find_runs, load_per_class, select_runs
+from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES, mean_iou
+from tailseg.metrics.paired import holm, paired_bootstrap, prob_better, seed_and_image_interval
+
+ALPHA = 0.05
+TOP_GROUP, BELOW = "1", "below"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One method's figures (IoU in %) over its seeds.
+
+    Attributes:
+        seeds: The seed keys of its runs (the seed, or "#i" for the i-th run without a known seed).
+        per_class: (C,) mean over the seeds of each class's IoU.
+        per_class_std: (C,) sample std over the seeds (NaN with one).
+        miou: Mean over the seeds of each run's mIoU.
+        miou_std: Their sample std (NaN with one seed).
+        miou_by_seed: {seed key: the run's mIoU}.
+        per_class_ci: (2, C) interval over seeds and images, None without per-image counts for every seed.
+        miou_ci: (2,) likewise.
+        per_image_miou: Mean over the seeds of the mean per-image mIoU; None without per-image counts.
+        per_image_miou_ci: (2,) its interval, None without.
+    """
+
+    seeds: list
+    per_class: np.ndarray
+    per_class_std: np.ndarray
+    miou: float
+    miou_std: float
+    miou_by_seed: dict
+    per_class_ci: np.ndarray | None = None
+    miou_ci: np.ndarray | None = None
+    per_image_miou: float | None = None
+    per_image_miou_ci: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Δ = method − against (IoU points).
+
+    Attributes:
+        method, against: The two methods.
+        pairs: Seed pairs with per-image counts on both sides (0: no interval).
+        per_class: (C,) point Δ per class.
+        per_class_std: (C,) std over the method's seeds of their Δ (only without pairs; else NaN).
+        per_class_ci: (2, C) paired interval, None without pairs.
+        p: (C,) raw bootstrap p-values, None without pairs.
+        p_holm: (C,) Holm-corrected over the classes, None without pairs.
+        significant: (C,) Holm p < alpha with at least 2 seed pairs.
+        miou: Point ΔmIoU.
+        miou_ci: (2,) its interval, None without pairs.
+        miou_p: Its p-value, None without pairs.
+        miou_significant: miou_p < alpha with at least 2 seed pairs.
+    """
+
+    method: str
+    against: str
+    pairs: int
+    per_class: np.ndarray
+    per_class_std: np.ndarray
+    miou: float
+    per_class_ci: np.ndarray | None = None
+    p: np.ndarray | None = None
+    p_holm: np.ndarray | None = None
+    significant: np.ndarray | None = None
+    miou_ci: np.ndarray | None = None
+    miou_p: float | None = None
+    miou_significant: bool = False
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison shows, computed once by `build_comparison` (see the module docs).
+
+    Attributes:
+        runs: The runs that count. left_out: (run name, reason) of the others.
+        per_class: Their tidy per-class frame (`load_per_class`).
+        reference: The reference method. methods: All methods, first-appearance order. classes: Id order.
+        pixel_frequency: Share of the labelled training pixels per class (NaN where unknown).
+        figures: {method: Figures}.
+        deltas: {method: Delta against the reference} for every other method.
+        top: The method with the highest mIoU. versus_top: {method: Delta against the top} for the others.
+        groups: {method: "1" (tied with the top), "below", or None (unknown)}.
+        prob_better: {method: (P(method > reference) or None, reason or None)} for every other method.
+        fairness: `fairness_table` of the runs.
+        notes: What the reader must know (missing counts, single seeds, resampling unit).
+        resamples, seed, level, alpha: The settings of the statistics.
+    """
+
+    runs: list[Run]
+    left_out: list[tuple[str, str]]
+    per_class: pd.DataFrame
+    reference: str
+    methods: list[str]
+    classes: list[str]
+    pixel_frequency: pd.Series
+    figures: dict[str, Figures]
+    deltas: dict[str, Delta]
+    top: str
+    versus_top: dict[str, Delta]
+    groups: dict[str, str | None]
+    prob_better: dict[str, tuple[float | None, str | None]]
+    fairness: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    level: float = 0.95
+    alpha: float = ALPHA
+
+
+def _seed_keys(runs: list[Run]) -> list:
+    """The seed of each run, or "#i" for the i-th run without a known seed."""
+    unknown = iter(range(len(runs)))
+    return [run.seed if run.seed is not None else f"#{next(unknown)}" for run in runs]
+
+
+def _load_counts(runs: list[Run], classes: int, notes: list[str]) -> dict[str, PerImage]:
+    """{run name: its per-image counts}, the counts of evaluations of the same images in one order (that of the
+    first run read with those images). Runs without counts (or with counts of another number of classes) are
+    absent and noted."""
+    loaded: dict[str, PerImage] = {}
+    orders: dict[frozenset, list[str]] = {}
+    missing = []
+    for run in runs:
+        counts = load_per_image(run.report, run.path)
+        if counts is None or counts.intersection.shape[1] != classes:
+            missing.append(run.name)
+            continue
+        order = orders.setdefault(frozenset(counts.names), counts.names)
+        loaded[run.name] = counts.aligned(order)
+    if missing:
+        notes.append(f"{', '.join(missing)}: no per-image counts (older report): intervals unavailable")
+    return loaded
+
+
+def _same_images(counts: list[PerImage]) -> bool:
+    return all(c.names == counts[0].names for c in counts)
+
+
+def _settings(counts: list[PerImage], settings: dict, notes: list[str]) -> dict:
+    """`settings` with the groups of images to resample: the groups of the images (videos / cities) where every
+    evaluation names them and there are two or more, else None (images)."""
+    groups = [c.groups for c in counts]
+    if all(g is not None for g in groups) and len(set(groups[0])) > 1:
+        notes.append(f"intervals resample the {len(set(groups[0]))} groups of images (videos / cities)")
+        return {**settings, "groups": np.asarray(groups[0])}
+    return {**settings, "groups": None}
+
+
+def _figures(
+    per_class: pd.DataFrame, method: str, runs: list[Run], counts: dict[str, PerImage], settings: dict, notes: list[str]
+) -> Figures:
+    by_run = iou_by_run(per_class, method).reindex([run.name for run in runs]).to_numpy()
+    mious, per_class_mean = mean_iou(by_run), mean_iou(by_run.T)
+    keys = _seed_keys(runs)
+    figures = Figures(
+        seeds=keys, per_class=per_class_mean, per_class_std=column_std(by_run), miou=float(mean_iou(mious)),
+        miou_std=float(column_std(mious[:, None])[0]), miou_by_seed=dict(zip(keys, mious.tolist(), strict=True)),
+    )  # fmt: skip
+    if not all(run.name in counts for run in runs):
+        return figures
+    used = [counts[run.name] for run in runs]
+    if not _same_images(used):
+        notes.append(f"{method}: its seeds were evaluated on different images: intervals unavailable")
+        return figures
+    result = seed_and_image_interval([(c.intersection, c.union) for c in used], **_settings(used, settings, notes))
+    return replace(
+        figures, per_class_ci=100.0 * result.per_class_iou_ci, miou_ci=100.0 * result.miou_ci,
+        per_image_miou=100.0 * result.per_image_miou, per_image_miou_ci=100.0 * result.per_image_miou_ci,
+    )  # fmt: skip
+
+
+def _delta(
+    comparison_inputs: tuple, method: str, against: str, notes: list[str], alpha: float, settings: dict
+) -> Delta:
+    per_class, runs_of, counts, figures = comparison_inputs
+    keys = {m: dict(zip(_seed_keys(runs_of[m]), runs_of[m], strict=True)) for m in (method, against)}
+    common = [key for key in keys[against] if key in keys[method]]
+    pairs = [
+        (keys[method][key], keys[against][key])
+        for key in common
+        if keys[method][key].name in counts and keys[against][key].name in counts
+    ]
+    if pairs and not _same_images([counts[run.name] for pair in pairs for run in pair]):
+        notes.append(f"{method} vs {against}: evaluated on different images: Δ of the seed means, without an interval")
+        pairs = []
+    elif not common:
+        notes.append(f"{method} vs {against}: no seed in common: Δ of the seed means, without an interval")
+    elif 0 < len(pairs) < len(common):
+        notes.append(f"{method} vs {against}: Δ and its interval from the {len(pairs)} of {len(common)} seed pairs "
+                     "with per-image counts on both sides")  # fmt: skip
+    if not pairs:
+        gains = iou_by_run(per_class, method).to_numpy() - figures[against].per_class[None, :]
+        return Delta(method, against, 0, figures[method].per_class - figures[against].per_class, column_std(gains),
+                     figures[method].miou - figures[against].miou)  # fmt: skip
+    result = paired_bootstrap(
+        [(counts[m.name].intersection, counts[m.name].union) for m, _ in pairs],
+        [(counts[r.name].intersection, counts[r.name].union) for _, r in pairs],
+        **_settings([counts[m.name] for m, _ in pairs], settings, notes),
+    )
+    if len(pairs) == 1:
+        notes.append(f"{method} vs {against}: one seed pair: intervals over images only, no significance across seeds")
+    p_holm = holm(result.p)
+    marked = len(pairs) >= 2
+    return Delta(
+        method, against, len(pairs), 100.0 * result.delta, np.full(result.delta.shape, np.nan), 100.0 * result.miou,
+        per_class_ci=100.0 * result.delta_ci, p=result.p, p_holm=p_holm,
+        significant=marked & (np.nan_to_num(p_holm, nan=1.0) < alpha), miou_ci=100.0 * result.miou_ci,
+        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha),
+    )  # fmt: skip
+
+
+def _group(delta: Delta) -> str | None:
+    if delta.miou_ci is None:
+        return None
+    return TOP_GROUP if delta.miou_ci[0] <= 0.0 <= delta.miou_ci[1] else BELOW
+
+
+def build_comparison(
+    *sources,
+    reference: str | None = None,
+    evaluations: bool = False,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+    alpha: float = ALPHA,
+) -> Comparison:
+    """The comparison of the runs of `sources` (paths, NAME=PATH strings, or `Run`s from `find_runs`) that count.
+
+    Args:
+        sources: What `find_runs` takes, or its runs.
+        reference: The method the others are compared with (default: "base", else the first method).
+        evaluations: Also the reports of `validate` and `test`, each as a method of its own.
+        resamples: Bootstrap resamples R of every interval.
+        seed: Seed of the resampling (the same seed gives the same intervals).
+        level: Coverage of the intervals.
+        alpha: Level of the significance marks (Holm-corrected over the classes).
+
+    Raises:
+        FileNotFoundError: a source that does not exist. ValueError: no run that counts, runs that disagree on
+        the classes, or a bad reference.
+    """
+    flat = [s for source in sources for s in (source if isinstance(source, (list, tuple)) else [source])]
+    found = flat if flat and all(isinstance(s, Run) for s in flat) else find_runs(flat)
+    kept, left_out = select_runs(found, evaluations)
+    kept = [run for run in kept if run.report is not None]
+    if not kept:
+        reasons = "; ".join(f"Left out: {name} ({reason})" for name, reason in left_out)
+        raise ValueError(f"no finished training run to compare in {', '.join(map(str, flat))}: {reasons}")
+    per_class = load_per_class(kept, evaluations=evaluations)
+    by_run = per_class.groupby("run", sort=False)["class"].agg(list)
+    for run, names in by_run.items():
+        if names != by_run.iloc[0]:
+            raise ValueError(f"runs disagree on the classes: {by_run.index[0]} has {by_run.iloc[0]}, {run} has {names}")
+    reference = default_reference(per_class, reference)
+    names = methods(per_class)
+    runs_of = {m: [run for run in kept if run.label == m] for m in names}
+    notes: list[str] = []
+    counts = _load_counts(kept, len(by_run.iloc[0]), notes)
+    settings = {"resamples": resamples, "seed": seed, "level": level}
+    figures = {m: _figures(per_class, m, runs_of[m], counts, settings, notes) for m in names}
+    for m in names:
+        if len(runs_of[m]) == 1 and figures[m].miou_ci is not None:
+            notes.append(f"{m}: one seed: intervals over images only, no significance across seeds")
+    inputs = (per_class, runs_of, counts, figures)
+    deltas = {m: _delta(inputs, m, reference, notes, alpha, settings) for m in names if m != reference}
+    top = max(names, key=lambda m: (np.nan_to_num(figures[m].miou, nan=-np.inf), -names.index(m)))
+    versus_top = {
+        m: deltas[m] if top == reference else _delta(inputs, m, top, [], alpha, settings) for m in names if m != top
+    }
+    groups_of = {top: TOP_GROUP, **{m: _group(d) for m, d in versus_top.items()}}
+    better = {m: prob_better(figures[m].miou_by_seed, figures[reference].miou_by_seed) for m in deltas}
+    return Comparison(
+        runs=kept, left_out=left_out, per_class=per_class, reference=reference, methods=names,
+        classes=list(by_run.iloc[0]), pixel_frequency=pixel_frequency(per_class), figures=figures, deltas=deltas,
+        top=top, versus_top=versus_top, groups=groups_of, prob_better=better,
+        fairness=fairness_table(per_class, reference), notes=list(dict.fromkeys(notes)), resamples=resamples,
+        seed=seed, level=level, alpha=alpha,
+    )  # fmt: skip

@@ -1,0 +1,147 @@
+"""The tables of a `Comparison` as rows of text (no statistics here: every number comes from the comparison).
+
+`comparison_tables` gives (title, header, rows, lines under the table) of the per-class IoU, the per-class Δ
+over the reference, the fairness summary and the leaderboard (`tailseg compare` documents their columns);
+`comparison_frames` gives the same tables as DataFrames, for the notebooks. Figures with an interval read
+`49.9 [47.1, 52.3]`, Δ cells `+2.1 [0.4, 3.9]*` (`*`: significant, see `tailseg.analysis.comparison`),
+figures without one (reports without per-image counts) `49.90 ± 1.20`, mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tailseg.analysis.aggregate import mean_std_text
+from tailseg.analysis.comparison import Comparison, Delta
+from tailseg.analysis.fairness import LABELS, format_mean_std
+
+Table = tuple[str, list[str], list[list[str]], list[str]]
+"""(title, header, rows, lines under the table)."""
+
+SORTS = ("reference", "frequency")
+
+
+def interval_text(value: float, interval: np.ndarray | None, std: float = np.nan, signed: bool = False) -> str:
+    """ "49.9 [47.1, 52.3]" with an interval, else "49.90 ± 1.20" ("49.90" without a std, "n/a" without a value)."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    if interval is None or np.isnan(interval).any():
+        return mean_std_text(value, std, signed=signed)
+    sign = "+" if signed else ""
+    return f"{value:{sign}.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
+def delta_text(delta: Delta, index: int | None = None) -> str:
+    """A Δ cell of class `index` (None: ΔmIoU): "+2.1 [0.4, 3.9]*" (`*`: significant), "+2.10 ± 0.50" without
+    an interval."""
+    if index is None:
+        text = interval_text(delta.miou, delta.miou_ci, signed=True)
+        return text + ("*" if delta.miou_significant else "")
+    interval = None if delta.per_class_ci is None else delta.per_class_ci[:, index]
+    text = interval_text(delta.per_class[index], interval, delta.per_class_std[index], signed=True)
+    return text + ("*" if delta.significant is not None and delta.significant[index] else "")
+
+
+def class_order(comparison: Comparison, sort: str = "reference") -> list[str]:
+    """The classes by pixel frequency (rarest first) or by the reference's IoU (lowest first); unknown last, ties
+    in id order."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
+    if sort == "frequency":
+        values = comparison.pixel_frequency.reindex(comparison.classes).to_numpy()
+    else:
+        values = comparison.figures[comparison.reference].per_class
+    order = np.argsort(np.nan_to_num(values, nan=np.inf), kind="stable")
+    return [comparison.classes[i] for i in order]
+
+
+def comparison_tables(comparison: Comparison, sort: str = "reference") -> list[Table]:
+    """The per-class IoU, Δ, summary and leaderboard tables of the module docs, formatted from `comparison`."""
+    c = comparison
+    order = class_order(c, sort)
+    index = {name: i for i, name in enumerate(c.classes)}
+    seeds = ", ".join(f"{m}: {len(c.figures[m].seeds)}" for m in c.methods)
+    frequency = 100.0 * c.pixel_frequency.reindex(c.classes)
+    per_class = [
+        [name, "" if pd.isna(frequency[name]) else f"{frequency[name]:.3f}",
+         *(interval_text(f.per_class[index[name]], None if f.per_class_ci is None else f.per_class_ci[:, index[name]],
+                         f.per_class_std[index[name]]) for f in c.figures.values())]
+        for name in order
+    ]  # fmt: skip
+    by = "pixel frequency, rarest first" if sort == "frequency" else f"{c.reference}'s IoU"
+    level = f"{100 * c.level:g}%"
+    tables = [
+        (f"Per-class IoU (%), sorted by {by}; seeds per method - {seeds}", ["class", "pixels %", *c.methods],
+         per_class, [f"mean over seeds [{level} interval over seeds and images]; mean ± std over seeds where the "
+                     "reports hold no per-image counts"]),
+    ]  # fmt: skip
+    if c.deltas:
+        gains = [[name, *(delta_text(d, index[name]) for d in c.deltas.values())] for name in order]
+        gains.append(["mIoU", *(delta_text(d) for d in c.deltas.values())])
+        under = [
+            f"Δ = method − {c.reference}, paired by seed and image [{level} percentile interval, {c.resamples} "
+            f"bootstrap resamples]; * Holm-corrected p < {c.alpha:g} over the {len(c.classes)} classes of a column "
+            f"(the mIoU row: its own p < {c.alpha:g}); marks need at least 2 seed pairs"
+        ]
+        tables.append((f"Gain over {c.reference} (IoU points)", ["class", *c.deltas], gains, under))
+    fairness = format_mean_std(c.fairness, labels=False).drop(columns="runs")
+    summary = [
+        [LABELS[metric], *fairness.loc[c.methods, metric].tolist()]
+        for metric in fairness.columns
+        if metric != "rare5_miou" or (fairness[metric] != "n/a").any()
+    ]
+    tables.append(("Summary (%)", ["metric", *c.methods], summary, ["mean ± std over seeds"]))
+    tables.append(leaderboard(c))
+    return tables
+
+
+def leaderboard(comparison: Comparison) -> Table:
+    """The methods as rows, best mIoU first (see the module docs for the columns)."""
+    c = comparison
+    text = format_mean_std(c.fairness, labels=False)
+    columns = ["rare5_miou", "worst", "std", "sorted_bottom"]
+    if (text["rare5_miou"] == "n/a").all():
+        columns.remove("rare5_miou")
+    rows = []
+    for method in sorted(c.methods, key=lambda m: -np.nan_to_num(c.figures[m].miou, nan=-np.inf)):
+        f = c.figures[method]
+        if method == c.reference:
+            better = ""
+        else:
+            value, reason = c.prob_better[method]
+            better = f"{value:.2f}" if value is not None else f"n/a ({reason})"
+        rows.append([
+            method, str(len(f.seeds)), interval_text(f.miou, f.miou_ci, f.miou_std),
+            "" if method == c.reference else delta_text(c.deltas[method]),
+            interval_text(f.per_image_miou, f.per_image_miou_ci),
+            "" if method == c.top else delta_text(c.versus_top[method]), c.groups.get(method) or "n/a", better,
+            *[text.loc[method, column] for column in columns],
+        ])  # fmt: skip
+    header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}", "per-image mIoU", f"mIoU − {c.top}",
+              "group", f"P(> {c.reference})", *[LABELS[column] for column in columns]]  # fmt: skip
+    under = [
+        f"group 1: {c.top} (the top mIoU) and every method whose paired {100 * c.level:g}% interval of ΔmIoU "
+        f"against it contains 0; 'below': the interval excludes 0; n/a: no per-image counts to pair",
+        f"P(> {c.reference}): share of seed pairs where the method's mIoU is higher (ties count 1/2), with 3 "
+        "seed pairs or more",
+    ]
+    return (f"Leaderboard (%), by mIoU; reference {c.reference}", header, rows, under)
+
+
+def comparison_frames(comparison: Comparison, sort: str = "reference") -> dict[str, pd.DataFrame]:
+    """The tables of `comparison_tables` as DataFrames of strings indexed by their first column, under the keys
+    "per_class", "gains" (only with a method besides the reference), "summary" and "leaderboard"; each one's
+    title and the lines under it in `attrs["title"]` and `attrs["notes"]`."""
+    tables = comparison_tables(comparison, sort)
+    keys = (
+        ["per_class", "gains", "summary", "leaderboard"]
+        if comparison.deltas
+        else ["per_class", "summary", "leaderboard"]
+    )
+    frames = {}
+    for key, (title, header, rows, under) in zip(keys, tables, strict=True):
+        frame = pd.DataFrame(rows, columns=header).set_index(header[0])
+        frame.attrs.update(title=title, notes=list(under))
+        frames[key] = frame
+    return frames

@@ -1,0 +1,179 @@
+"""The comparison built once from report folders: intervals, paired Δ and marks, notes, the leaderboard group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tailseg.analysis.comparison import build_comparison
+from tailseg.cli import main
+from tailseg.compare import comparison_tables, render
+from tailseg.metrics.bootstrap import iou_from_counts, mean_iou
+
+CLASSES = ["road", "car", "rider", "sky"]
+FREQ = {"road": 0.5, "car": 0.2, "rider": 0.05, "sky": 0.25}
+IMAGES = [f"img{i:02d}" for i in range(30)]
+
+
+def counts(seed: int, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image counts on IMAGES: union fixed by the image, intersection = quality × union with per-seed noise."""
+    union = np.random.default_rng(100).integers(200, 1000, size=(len(IMAGES), len(CLASSES)))
+    noise = np.random.default_rng(seed).normal(0, 0.02, size=union.shape)
+    return (union * np.clip(quality + noise, 0, 1)).astype(np.int64), union
+
+
+def write_report(folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {"class_frequency": FREQ, "config": {"seed_everything": seed}, "run_dir": str(folder)}
+    if per_image is not None:
+        intersection, union = per_image
+        iou = 100.0 * iou_from_counts(intersection.sum(0), union.sum(0))
+        report["per_image"] = {"names": images, "groups": groups, "intersection": intersection.tolist(),
+                               "union": union.tolist()}  # fmt: skip
+    report["per_class_iou"] = dict(zip(CLASSES, [float(v) for v in iou], strict=True))
+    report["miou"] = float(np.mean(iou))
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    """base and lmp × 3 seeds with per-image counts (lmp far better on rider, equal on road), and an older lmp
+    report without them under another method name."""
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    better = base + np.array([0.0, 0.01, 0.3, 0.0])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, better))
+    write_report(tmp_path / "old" / "version_0", 0, iou=[88.0, 69.0, 30.0, 79.0])
+    return tmp_path
+
+
+def test_build_once_intervals_deltas_and_groups(runs):
+    c = build_comparison(runs, resamples=300, seed=0)
+    assert c.reference == "base" and c.methods == ["base", "lmp", "old"] and c.top == "lmp"
+    lmp, old = c.figures["lmp"], c.figures["old"]
+    assert lmp.seeds == [0, 1, 2] and lmp.miou_ci[0] < lmp.miou < lmp.miou_ci[1]
+    assert lmp.per_image_miou is not None and lmp.per_image_miou_ci[0] < lmp.per_image_miou_ci[1]
+    assert old.miou_ci is None and old.per_class_ci is None and old.per_image_miou is None
+    rider = c.classes.index("rider")
+    d = c.deltas["lmp"]
+    assert d.pairs == 3 and d.per_class_ci[0, rider] > 0 and d.significant[rider] and d.miou_significant
+    assert not d.significant[c.classes.index("road")]
+    assert d.p_holm[rider] >= d.p[rider]
+    assert c.deltas["old"].pairs == 0 and c.deltas["old"].per_class_ci is None  # no counts: no interval
+    assert c.prob_better["lmp"] == (1.0, None)
+    assert c.prob_better["old"] == (None, "1 seed pair; needs 3")
+    assert c.groups == {"lmp": "1", "base": "below", "old": None}
+    assert any("old/version_0: no per-image counts (older report): intervals unavailable" in n for n in c.notes)
+
+
+def test_point_figures_match_the_reports(runs):
+    c = build_comparison(runs, resamples=50)
+    reports = [json.loads((runs / "base" / f"seed{s}" / "report.json").read_text()) for s in range(3)]
+    mious = [float(mean_iou(np.array(list(r["per_class_iou"].values())))) for r in reports]
+    assert c.figures["base"].miou == pytest.approx(np.mean(mious))
+    assert c.figures["base"].miou_by_seed == pytest.approx(dict(enumerate(mious)))
+
+
+def test_rendered_tables_show_intervals_marks_notes_and_group(runs):
+    c = build_comparison(runs, resamples=300)
+    per_class, gains, summary, board = comparison_tables(c, sort="frequency")
+    assert [row[0] for row in per_class[2]] == ["rider", "car", "sky", "road"]
+    assert per_class[1] == ["class", "pixels %", "base", "lmp", "old"]
+    rider = per_class[2][0]
+    assert rider[1] == "5.000" and " [" in rider[3] and rider[3].endswith("]") and rider[4] == "30.00"
+    assert gains[1] == ["class", "lmp", "old"]
+    assert gains[2][0][1].startswith("+") and gains[2][0][1].endswith("]*") and not gains[2][0][2].endswith("*")
+    assert gains[2][-1][0] == "mIoU" and gains[2][-1][1].endswith("*")
+    assert "Holm-corrected p < 0.05" in gains[3][0]
+    header = board[1]
+    assert header[:8] == ["method", "seeds", "mIoU", "mIoU − base", "per-image mIoU", "mIoU − lmp", "group",
+                          "P(> base)"]  # fmt: skip
+    rows = {row[0]: row for row in board[2]}
+    assert [row[0] for row in board[2]][0] == "lmp" and rows["lmp"][6] == "1" and rows["base"][6] == "below"
+    assert rows["lmp"][7] == "1.00" and rows["old"][7] == "n/a (1 seed pair; needs 3)" and rows["old"][6] == "n/a"
+    assert rows["old"][4] == "n/a" and "[" not in rows["old"][2]
+    text = render(c, "markdown", "frequency")
+    assert "- Note: old/version_0: no per-image counts (older report): intervals unavailable" in text
+    assert "group 1: lmp" in text
+    assert render(c, "csv").startswith("# Per-class IoU")
+
+
+def test_one_seed_gets_no_mark_and_a_note(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    write_report(tmp_path / "base", 0, counts(0, base))
+    write_report(tmp_path / "lmp", 0, counts(1, base + np.array([0.0, 0.0, 0.3, 0.0])))
+    c = build_comparison(tmp_path, resamples=200)
+    d = c.deltas["lmp"]
+    assert d.pairs == 1 and d.per_class_ci[0, CLASSES.index("rider")] > 0  # clearly better over images...
+    assert not d.significant.any() and not d.miou_significant  # ...but no mark across seeds
+    assert "lmp: one seed: intervals over images only, no significance across seeds" in c.notes
+    assert "lmp vs base: one seed pair: intervals over images only, no significance across seeds" in c.notes
+    assert "*" not in "".join(cell for row in comparison_tables(c)[1][2] for cell in row)
+
+
+def test_identical_methods_tie(tmp_path):
+    same = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in range(2):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, same))
+        write_report(tmp_path / "copy" / f"seed{seed}", seed, counts(seed, same))
+    c = build_comparison(tmp_path, resamples=100)
+    d = c.deltas["copy"]
+    np.testing.assert_array_equal(d.per_class_ci, 0.0)
+    assert (d.p == 1.0).all() and not d.significant.any() and c.groups == {"base": "1", "copy": "1"}
+
+
+def test_cli_compare_with_intervals(runs, capsys):
+    main(["compare", str(runs), "--resamples", "100", "--output", str(runs / "comparison.md")])
+    printed = capsys.readouterr().out
+    assert "### Gain over base (IoU points)" in printed and "| group |" in printed
+    assert (runs / "comparison.md").read_text() + "\n" == printed and "- Note: " in printed
+
+
+def test_gain_figure_and_frames_from_the_comparison(runs):
+    from tailseg.analysis import comparison_frames, gain_figure
+
+    c = build_comparison(runs, resamples=100)
+    figure = gain_figure(c, method="lmp")
+    series = figure.axes[0].collections
+    points = next(s for s in series if s.get_label() == "lmp − base").get_offsets()
+    rider = c.classes.index("rider")
+    assert points[0].tolist() == pytest.approx([0.05, c.deltas["lmp"].per_class[rider]])  # rarest first
+    frames = comparison_frames(c, sort="frequency")
+    assert list(frames) == ["per_class", "gains", "summary", "leaderboard"]
+    board = frames["leaderboard"]
+    assert board.loc["lmp", "group"] == "1" and board.attrs["notes"][0].startswith("group 1: lmp")
+
+
+def test_partial_counts_and_unpaired_seeds_are_noted(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+    write_report(tmp_path / "lmp" / "seed0", 0, counts(10, base))
+    write_report(tmp_path / "lmp" / "seed1", 1, counts(11, base))
+    write_report(tmp_path / "lmp" / "seed2", 2, iou=[90.0, 70.0, 20.0, 80.0])  # an older report
+    write_report(tmp_path / "tce" / "seed7", 7, counts(17, base))
+    other = [name.upper() for name in IMAGES]  # another split
+    for seed in range(3):
+        write_report(tmp_path / "test" / f"seed{seed}", seed, counts(20 + seed, base), images=other)
+    c = build_comparison(tmp_path, resamples=50)
+    assert c.figures["test"].miou_ci is not None and c.deltas["test"].miou_ci is None
+    assert "test vs base: evaluated on different images: Δ of the seed means, without an interval" in c.notes
+    assert c.deltas["lmp"].pairs == 2 and c.figures["lmp"].miou_ci is None  # not every seed has counts
+    assert "lmp vs base: Δ and its interval from the 2 of 3 seed pairs with per-image counts on both sides" in c.notes
+    assert c.deltas["tce"].pairs == 0 and c.deltas["tce"].miou_ci is None
+    assert "tce vs base: no seed in common: Δ of the seed means, without an interval" in c.notes
+
+
+def test_groups_of_images_are_resampled_when_every_evaluation_names_them(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    videos = [f"video{i % 3}" for i in range(len(IMAGES))]
+    for seed in range(2):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base), groups=videos)
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base), groups=videos)
+    c = build_comparison(tmp_path, resamples=50)
+    assert "intervals resample the 3 groups of images (videos / cities)" in c.notes
+    assert c.deltas["lmp"].miou_ci is not None

@@ -1,0 +1,124 @@
+"""Paired statistics: Holm, the paired bootstrap against a naive loop, pairing, zero Δ, P(better), two levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from tailseg.metrics.bootstrap import iou_from_counts, mean_iou, percentile_interval
+from tailseg.metrics.paired import (
+    bootstrap_p,
+    draw,
+    holm,
+    paired_bootstrap,
+    prob_better,
+    seed_and_image_interval,
+)
+
+
+def counts(rng: np.random.Generator, n: int = 40, classes: int = 4, quality: float = 0.6) -> tuple:
+    union = rng.integers(50, 200, size=(n, classes))
+    intersection = (union * np.clip(quality + rng.normal(0, 0.15, size=(n, classes)), 0, 1)).astype(np.int64)
+    return intersection, union
+
+
+def test_holm_by_hand_and_as_statsmodels():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
+    np.testing.assert_allclose(holm(p), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
+    out = holm([0.01, np.nan, 0.04])
+    assert np.isnan(out[1]) and out[[0, 2]] == pytest.approx([0.02, 0.04])
+
+
+def test_paired_bootstrap_equals_a_naive_loop():
+    rng = np.random.default_rng(1)
+    method = [counts(rng, quality=0.65) for _ in range(3)]
+    reference = [counts(rng) for _ in range(3)]
+    result = paired_bootstrap(method, reference, resamples=200, seed=7)
+    seeds, weights = draw(3, 40, 200, 7)
+    per_class, miou = [], []
+    for r in range(200):
+        deltas, mdeltas = [], []
+        for j in range(3):
+            s, w = seeds[r, j], weights[r, j]
+            a = iou_from_counts(w @ method[s][0], w @ method[s][1])
+            b = iou_from_counts(w @ reference[s][0], w @ reference[s][1])
+            deltas.append(a - b)
+            mdeltas.append(mean_iou(a) - mean_iou(b))
+        per_class.append(np.mean(deltas, axis=0))
+        miou.append(np.mean(mdeltas))
+    per_class, miou = np.array(per_class), np.array(miou)
+    np.testing.assert_allclose(result.delta_ci, percentile_interval(per_class))
+    np.testing.assert_allclose(result.miou_ci, percentile_interval(miou))
+    np.testing.assert_allclose(result.p, bootstrap_p(per_class))
+    below, above = (1 + (miou <= 0).sum()) / 201, (1 + (miou >= 0).sum()) / 201
+    assert result.miou_p == pytest.approx(min(1.0, 2 * min(below, above)))
+    whole = [
+        iou_from_counts(m[0].sum(0), m[1].sum(0)) - iou_from_counts(b[0].sum(0), b[1].sum(0))
+        for m, b in zip(method, reference, strict=True)
+    ]
+    np.testing.assert_allclose(result.delta, np.mean(whole, axis=0))
+    assert result.pairs == 3 and result.resamples == 200
+
+
+def test_pairing_narrows_the_interval():
+    """method = reference + a constant per-image shift: the paired Δ hardly varies, the unpaired one does."""
+    rng = np.random.default_rng(2)
+    union = rng.integers(50, 400, size=(60, 3))
+    intersection = (union * rng.uniform(0.1, 0.9, size=(60, 3))).astype(np.int64)
+    shifted = np.minimum(intersection + 10, union)
+    paired = paired_bootstrap([(shifted, union)], [(intersection, union)], resamples=500, seed=0)
+    # unpaired: the method's and the reference's images drawn independently
+    _, weights = draw(2, 60, 500, 0)
+    a = mean_iou(iou_from_counts(weights[:, 0] @ shifted, weights[:, 0] @ union))
+    b = mean_iou(iou_from_counts(weights[:, 1] @ intersection, weights[:, 1] @ union))
+    unpaired = percentile_interval(a - b)
+    assert (paired.miou_ci[1] - paired.miou_ci[0]) < 0.25 * (unpaired[1] - unpaired[0])
+    assert paired.miou_ci[0] > 0 and paired.miou_p < 0.05
+
+
+def test_identical_counts_give_zero_and_p_one():
+    rng = np.random.default_rng(3)
+    same = [counts(rng) for _ in range(2)]
+    result = paired_bootstrap(same, same, resamples=100, seed=0)
+    np.testing.assert_array_equal(result.delta_ci, np.zeros((2, 4)))
+    np.testing.assert_array_equal(result.miou_ci, [0.0, 0.0])
+    assert (result.p == 1.0).all() and result.miou_p == 1.0 and (holm(result.p) >= 0.05).all()
+
+
+def test_prob_better_by_hand():
+    assert prob_better([50.0, 52.0, 49.0], [48.0, 52.0, 51.0]) == (pytest.approx((1 + 0.5 + 0) / 3), None)
+    assert prob_better([50.0, 52.0, 53.0], [48.0, 51.0, 51.0]) == (1.0, None)
+    value, reason = prob_better([50.0, 52.0], [48.0, 51.0])
+    assert value is None and reason == "2 seed pairs; needs 3"
+    by_seed = prob_better({0: 50.0, 1: 52.0, 2: 49.0, 9: 1.0}, {2: 51.0, 1: 52.0, 0: 48.0})  # seeds paired by number
+    assert by_seed == (pytest.approx(0.5), None)
+    with pytest.raises(ValueError):
+        prob_better([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_two_levels_wider_than_images_when_seeds_disagree():
+    rng = np.random.default_rng(4)
+    seeds = [counts(rng, quality=q) for q in (0.4, 0.6, 0.8)]
+    both = seed_and_image_interval(seeds, resamples=400, seed=0)
+    one = seed_and_image_interval(seeds[1:2], resamples=400, seed=0)
+    assert both.seeds == 3 and one.seeds == 1
+    assert (both.miou_ci[1] - both.miou_ci[0]) > 2 * (one.miou_ci[1] - one.miou_ci[0])
+    assert both.miou_ci[0] < both.miou < both.miou_ci[1]
+    assert one.per_image_miou_ci[0] <= one.per_image_miou <= one.per_image_miou_ci[1]
+    whole = iou_from_counts(seeds[1][0].sum(0), seeds[1][1].sum(0))
+    np.testing.assert_allclose(one.per_class_iou, whole)
+    assert one.miou == pytest.approx(float(mean_iou(whole)))
+
+
+def test_groups_and_bad_input():
+    rng = np.random.default_rng(5)
+    a, b = counts(rng), counts(rng)
+    result = paired_bootstrap([a], [b], resamples=50, seed=0, groups=["v1"] * 20 + ["v2"] * 20)
+    assert result.delta_ci.shape == (2, 4)
+    with pytest.raises(ValueError, match="seeds"):
+        paired_bootstrap([a, a], [b], resamples=10, seed=0)
+    with pytest.raises(ValueError, match="differ"):
+        paired_bootstrap([a], [(b[0][:10], b[1][:10])], resamples=10, seed=0)
