@@ -219,6 +219,8 @@ def test_camvid_selects_videos_and_names_unknown_ones(camvid):
     rest = CamVid(str(camvid), "train+val", exclude_videos=["0006R0"])
     assert [rest.image_group(i) for i in range(len(rest))] == ["0001TP"] * 3 + ["0016E5"] * 3
     assert len(CamVid(str(camvid), "train+val", videos=["0001TP", "0006R0"], exclude_videos=["0001TP"])) == 2
+    parsed = CamVid(str(camvid), "train+val", exclude_videos=[1600000.0])  # "0016E5" as a YAML parser reads it
+    assert [parsed.image_group(i) for i in range(len(parsed))] == ["0001TP"] * 3 + ["0006R0"] * 2
     message = "CamVid: videos ['0006R0', 'Seq05VD'] are not videos of split 'val', which holds ['0016E5']"
     with pytest.raises(DataError, match=re.escape(message)):
         CamVid(str(camvid), "val", videos=["0016E5", "0006R0", "Seq05VD"])

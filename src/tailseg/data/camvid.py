@@ -47,7 +47,9 @@ other videos. `image_group` is the video (a report's intervals can resample vide
 splits can be joined and filtered by video for a leave-one-video-out check (experiments/README.md):
 `split: train+val` reads both folders (images listed folder by folder, in the order given), `videos: [0006R0]`
 keeps only the images of those videos, `exclude_videos: [0006R0]` drops them. A video name that the split(s)
-do not hold is refused with the videos they hold.
+do not hold is refused with the videos they hold. A name that reads as a number (0016E5 = 16 x 10^5) may reach
+the data set as that number through the command line's or a config's parsing (`tailseg fit ... --data.train.
+init_args.videos '["0016E5"]'` gives 1600000.0); a number is taken as the video whose name reads as it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ def video_of(path: str | Path) -> str:
     return Path(path).name.split("_", 1)[0]
 
 
+def _number(name: str) -> float | None:
+    try:
+        return float(name)
+    except ValueError:
+        return None
+
+
+def _video_names(names: list[str | float] | None, present: list[str]) -> list[str] | None:
+    """`names` as strings; a number (a name like 0016E5 parsed as 1600000.0) becomes the present video whose name
+    reads as that number (see the module docs)."""
+    if names is None:
+        return None
+    out = []
+    for name in names:
+        matches = [] if isinstance(name, str) else [v for v in present if _number(v) == float(name)]
+        out.append(matches[0] if len(matches) == 1 else str(name))
+    return out
+
+
 class CamVid(FileSegmentationDataset):
     """CamVid (SegNet split; Brostow et al. 2009, Badrinarayanan et al. 2015): 11 classes, label 11 ignored.
 
@@ -123,8 +144,8 @@ class CamVid(FileSegmentationDataset):
         root: str,
         split: str = "train",
         ignore_index: int = 255,
-        videos: list[str] | None = None,
-        exclude_videos: list[str] | None = None,
+        videos: list[str | float] | None = None,
+        exclude_videos: list[str | float] | None = None,
     ) -> None:
         super().__init__(CLASS_NAMES, ignore_index)
         parts = split.split("+")
@@ -150,9 +171,12 @@ class CamVid(FileSegmentationDataset):
             if not mask.is_file():
                 raise self._layout_error(mask, f"the label map of {image}")
 
-    def _select_videos(self, split: str, videos: list[str] | None, exclude_videos: list[str] | None) -> None:
+    def _select_videos(
+        self, split: str, videos: list[str | float] | None, exclude_videos: list[str | float] | None
+    ) -> None:
         """Keep the images of `videos` (all if None) that are not in `exclude_videos` (see the module docs)."""
         present = sorted({video_of(path) for path in self.image_paths})
+        videos, exclude_videos = _video_names(videos, present), _video_names(exclude_videos, present)
         for field, names in (("videos", videos), ("exclude_videos", exclude_videos)):
             unknown = [name for name in names or [] if name not in present]
             if unknown:
