@@ -200,3 +200,12 @@ def test_bad_ci_options_are_refused_in_one_line():
         ReportWriter(None, None, ci_resamples=-1)
     with pytest.raises(ValueError, match=r"^ci_unit must be one of \['image', 'group'\], got 'video'$"):
         ReportWriter(None, None, ci_unit="video")
+
+
+def test_cityscapes_groups_are_the_cities(tmp_path):
+    from fixtures import CITIES, write_cityscapes
+    from tailseg.data import Cityscapes
+
+    data = Cityscapes(str(write_cityscapes(tmp_path / "cs", splits=("val",), images_per_split=3)), "val")
+    groups = sorted((data.prediction_name(i), data.image_group(i)) for i in range(3))
+    assert groups == sorted((f"{CITIES[i % len(CITIES)]}_{i:06d}_000019", CITIES[i % len(CITIES)]) for i in range(3))

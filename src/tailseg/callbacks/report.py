@@ -46,10 +46,11 @@ Per-image counts and intervals (evaluations only have them; the fields are null 
   order and in data-set order, in the format of `tailseg.analysis.per_image`: inline up to
   `PER_IMAGE_INLINE_CELLS` (20000) images x classes, else `{"file": "<report stem>.per_image.npz"}`, written
   beside each report. Summed over the images they give `per_class_iou` exactly;
-- `miou_ci95`, `per_class_iou_ci95` ({class: [low, high] or null}), `per_image_miou` (the mean over images of
-  each image's mIoU over the classes in its truth or prediction) and `per_image_miou_ci95`: percentile bootstrap
-  intervals in % (2 decimals) from the per-image counts (`tailseg.metrics.bootstrap.iou_intervals`: resampled
-  images re-weight the summed counts; IoU is never averaged over images except in `per_image_miou`);
+- `miou_ci95`, `per_class_iou_ci95` ({class: [low, high] or null}) and `per_image_miou_ci95`: 95% percentile
+  bootstrap intervals, [low, high] in % with 2 decimals, from the per-image counts
+  (`tailseg.metrics.bootstrap.iou_intervals`: a resample re-weights the images' counts before they are summed;
+  IoU is never averaged over images except in `per_image_miou`); `per_image_miou` (in % like `miou`): the mean
+  over the images of each image's mIoU over the classes in its truth or prediction;
 - `ci`: {"resamples", "seed", "unit", "groups", "level"}: how they were drawn; `groups` is the number of groups
   among the evaluated images (null where the data set has none), whatever the unit.
 
