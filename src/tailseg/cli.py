@@ -296,6 +296,11 @@ class TailsegCLI(LightningCLI):
             self.resolve_last_checkpoint(config)  # before anything is built or loaded
             self.check_run(config)
             super().instantiate_classes()
+            if config.get("ci_unit") == "group" and config.get("ci_resamples") and self.subcommand != "predict":
+                # the data sets are built: `--ci_unit group` without 2 groups stops here, in one line
+                ReportWriter.check_groups(
+                    getattr(self.datamodule, "test_set" if self.subcommand == "test" else "val_set")
+                )
         except CONFIG_ERRORS as error:
             if not self.short_errors:
                 raise
