@@ -209,3 +209,12 @@ def test_cityscapes_groups_are_the_cities(tmp_path):
     data = Cityscapes(str(write_cityscapes(tmp_path / "cs", splits=("val",), images_per_split=3)), "val")
     groups = sorted((data.prediction_name(i), data.image_group(i)) for i in range(3))
     assert groups == sorted((f"{CITIES[i % len(CITIES)]}_{i:06d}_000019", CITIES[i % len(CITIES)]) for i in range(3))
+
+
+def test_report_text_puts_number_lists_on_one_line_and_reads_back_equal():
+    from tailseg.callbacks.report import report_text
+
+    report = {"per_image": {"intersection": [[1, 2], [3, -4]]}, "miou_ci95": [1.5, 2e-05], "s": "[1,\n2]", "n": []}
+    text = report_text(report)
+    assert json.loads(text) == report
+    assert "[1, 2],\n      [3, -4]" in text and '"miou_ci95": [1.5, 2e-05]' in text

@@ -73,6 +73,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,18 @@ def collect_per_image(dataset, counts: tuple[torch.Tensor, torch.Tensor, torch.T
             names = [dataset.sample_name(int(i)) for i in index]
         groups = image_groups(dataset, index)
     return PerImage(names, groups, intersection, union)
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+# A list that json.dumps spread over lines: its newlines cannot be inside a JSON string (escaped there).
+_NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
+
+
+def report_text(report: dict) -> str:
+    """`report` as indented JSON with every list of numbers on one line (a per-image row, an interval), so that
+    the per-image counts take a line per image rather than per number."""
+    text = json.dumps(report, indent=2, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(re.split(r",\n\s*", m.group(1))) + "]", text)
 
 
 def format_iou_table(report: dict) -> str:
@@ -382,7 +395,7 @@ class ReportWriter(SaveConfigCallback):
                 write_per_image(per_image, beside)  # before the report that names it
             elif beside.is_file():
                 beside.unlink()  # an earlier, larger evaluation's counts: not this report's
-            text = json.dumps(report, indent=2, allow_nan=False)
+            text = report_text(report)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(text + "\n")
             os.replace(tmp, path)
