@@ -184,3 +184,56 @@ def test_camvid_builds_from_class_path(camvid):
     )
     ds = parser.instantiate_classes(config).data
     assert isinstance(ds, CamVid) and len(ds) == 3 and ds.split == "val"
+
+
+# --- videos: groups, joined splits, selection ---------------------------------------------------------------
+
+
+def _add_video(root, split: str, video: str, frames: int) -> None:
+    """Copy the first image and label map of `split` as `frames` frames of another video."""
+    for frame in range(frames):
+        for folder in (split, f"{split}annot"):
+            shutil.copy(root / folder / "0001TP_000000.png", root / folder / f"{video}_{frame:06d}.png")
+
+
+def test_camvid_groups_are_the_videos_and_splits_join(camvid):
+    assert [CamVid(str(camvid), "train").image_group(i) for i in range(3)] == ["0001TP"] * 3
+    assert CamVid(str(camvid), "val").image_group(0) == "0016E5"
+    both = CamVid(str(camvid), "train+val")
+    assert [both.prediction_name(i) for i in range(len(both))] == [
+        "0001TP_000000", "0001TP_000030", "0001TP_000060", "0016E5_000000", "0016E5_000030", "0016E5_000060"
+    ]  # fmt: skip
+    assert [p.parent.name for p in both.mask_paths] == ["trainannot"] * 3 + ["valannot"] * 3
+    assert both.cache_key() != CamVid(str(camvid), "train").cache_key()
+    assert SegmentationDataset.image_group(both, 0) is None  # data sets without groups
+    for bad in ("train+train", "train+validation", ""):
+        with pytest.raises(DataError, match=re.escape(f"or several joined by '+', got {bad!r}")):
+            CamVid(str(camvid), bad)
+
+
+def test_camvid_selects_videos_and_names_unknown_ones(camvid):
+    _add_video(camvid, "train", "0006R0", 2)
+    assert len(CamVid(str(camvid), "train")) == 5
+    held_out = CamVid(str(camvid), "train", videos=["0006R0"])
+    assert [held_out.prediction_name(i) for i in range(2)] == ["0006R0_000000", "0006R0_000001"]
+    rest = CamVid(str(camvid), "train+val", exclude_videos=["0006R0"])
+    assert [rest.image_group(i) for i in range(len(rest))] == ["0001TP"] * 3 + ["0016E5"] * 3
+    assert len(CamVid(str(camvid), "train+val", videos=["0001TP", "0006R0"], exclude_videos=["0001TP"])) == 2
+    parsed = CamVid(str(camvid), "train+val", exclude_videos=[1600000.0])  # "0016E5" as a YAML parser reads it
+    assert [parsed.image_group(i) for i in range(len(parsed))] == ["0001TP"] * 3 + ["0006R0"] * 2
+    message = "CamVid: videos ['0006R0', 'Seq05VD'] are not videos of split 'val', which holds ['0016E5']"
+    with pytest.raises(DataError, match=re.escape(message)):
+        CamVid(str(camvid), "val", videos=["0016E5", "0006R0", "Seq05VD"])
+    with pytest.raises(DataError, match=re.escape("exclude_videos ['0016E5'] are not videos of split 'train'")):
+        CamVid(str(camvid), "train", exclude_videos=["0016E5"])
+    with pytest.raises(DataError, match="leave no image of 'val'"):
+        CamVid(str(camvid), "val", exclude_videos=["0016E5"])
+
+
+def test_camvid_group_intervals_need_two_videos(camvid):
+    from tailseg.callbacks.report import ReportWriter
+
+    ReportWriter.check_groups(CamVid(str(camvid), "train+val"))  # 2 videos: a group interval can be drawn
+    with pytest.raises(ValueError, match=re.escape("all images of the evaluated set (CamVid, 3 images) are in one "
+                                                   "group ('0016E5'); a group interval needs at least 2")):  # fmt: skip
+        ReportWriter.check_groups(CamVid(str(camvid), "val"))

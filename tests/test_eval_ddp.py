@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from conftest import tiny_synthetic_args
+from tailseg.analysis.per_image import load_per_image
 from tailseg.callbacks.predictions import _is_sharded
 from tailseg.cli import main
 from tailseg.data import SegmentationDataModule, SyntheticStreets
@@ -154,6 +156,20 @@ def _val_metrics(run_dir: Path) -> dict[str, str]:
     return {key: value for key, value in row.items() if key.startswith("val/")}
 
 
+def _check_per_image(report_path: Path, confusion: list) -> np.ndarray:
+    """The report's per-image counts: 5 uniquely named images, summing to the run's (all ranks') confusion matrix;
+    returns them as one (2, 5, C) array."""
+    report = json.loads(report_path.read_text())
+    counts = load_per_image(report, report_path.parent)
+    assert counts.names == [f"synthetic_val_{i:06d}" for i in range(5)]  # each image once, in data-set order
+    confusion = np.asarray(confusion)
+    tp = np.diag(confusion)
+    assert counts.intersection.sum(0).tolist() == tp.tolist()
+    assert counts.union.sum(0).tolist() == (confusion.sum(0) + confusion.sum(1) - tp).tolist()
+    assert counts.union.sum() > 0
+    return np.stack([counts.intersection, counts.union])
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> tuple[Path, str]:
     """A 2-step fit under DDP that validates 5 images at its end (rank 0: 2 batches, rank 1: 1): (dir, checkpoint)."""
@@ -183,6 +199,8 @@ def test_fit_under_ddp_validates_each_image_once(fitted):
     ranks = _records(tmp, "fit", 2)
     assert [r["val_batches"] for r in ranks] == [[[0, 2], [4]], [[1, 3]]]  # uneven step counts, no hang
     assert [r["val_total_images"] for r in ranks] == [[5], [5]]  # ClassIoU.total_images(): synced, no repeats
+    assert ranks[0]["val_confusion"] == ranks[1]["val_confusion"]  # summed over the ranks on both
+    _check_per_image(tmp / "fit" / "version_0" / "report.json", ranks[0]["val_confusion"][-1])
 
 
 @pytest.mark.slow
@@ -196,6 +214,12 @@ def test_validate_in_two_processes_gives_the_iou_of_one(validated):
     assert two["per_class_iou"] == one["per_class_iou"]
     assert any(v not in (None, 0.0) for v in one["per_class_iou"].values())  # not a trivially equal table
     assert one["num_images"] == two["num_images"] == 5
+    # Per-image counts gathered from both ranks: each image once, summing to the confusion of all ranks, the
+    # counts of the single process, and so (same counts, same seed) the same intervals.
+    counts_two = _check_per_image(tmp / "two.json", two_ranks[0]["val_confusion"][-1])
+    assert np.array_equal(counts_two, _check_per_image(tmp / "one.json", one_rank[0]["val_confusion"][-1]))
+    for key in ("miou_ci95", "per_class_iou_ci95", "per_image_miou", "per_image_miou_ci95", "ci"):
+        assert two[key] == one[key] and two[key] is not None
     # The same weights, validated inside the DDP fit (2 images per batch there): the same logged IoU.
     iou = {k: v for k, v in _val_metrics(tmp / "one").items() if k.startswith("val/iou/") or k == "val/miou"}
     assert {k: _val_metrics(tmp / "fit")[k] for k in iou} == iou

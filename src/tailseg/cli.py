@@ -84,7 +84,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import torch
 from jsonargparse import ArgumentError
@@ -99,6 +99,7 @@ from tailseg.callbacks.predictions import PredictionWriter, check_prediction_fol
 from tailseg.callbacks.wandb_media import WandbMedia
 from tailseg.data import SegmentationDataModule
 from tailseg.lightning_compat import ignore_not_resumable_warning, subcommand_parser, subcommand_parsers
+from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES
 from tailseg.model import SegmentationModel
 
 #: One line per subcommand for `tailseg --help`: LightningCLI's four, then tailseg's own.
@@ -238,6 +239,19 @@ class TailsegCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
         parser.add_argument("--report_path", type=str | None, default=None, help="Also write report.json to this path.")
         parser.add_argument(
+            "--ci_resamples",
+            type=int,
+            default=DEFAULT_RESAMPLES,
+            help="Bootstrap resamples of the report's 95%% intervals (0: no intervals).",
+        )
+        parser.add_argument("--ci_seed", type=int, default=0, help="Seed of the report's bootstrap intervals.")
+        parser.add_argument(
+            "--ci_unit",
+            type=Literal["image", "group"],
+            default="image",
+            help="What the report's bootstrap resamples: images, or groups of images (videos, cities).",
+        )
+        parser.add_argument(
             "--predict_dir",
             type=str | None,
             default=None,
@@ -265,7 +279,8 @@ class TailsegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        self.save_config_kwargs["report_path"] = config.get("report_path")
+        for key in ("report_path", "ci_resamples", "ci_seed", "ci_unit"):
+            self.save_config_kwargs[key] = config.get(key)
         if self.subcommand in ("validate", "test", "predict") and config.get("data.train") is not None:
             # evaluation never reads the training set (the checkpoint brings what was learned from it)
             config["data.train"] = None
@@ -281,6 +296,11 @@ class TailsegCLI(LightningCLI):
             self.resolve_last_checkpoint(config)  # before anything is built or loaded
             self.check_run(config)
             super().instantiate_classes()
+            if config.get("ci_unit") == "group" and config.get("ci_resamples") and self.subcommand != "predict":
+                # the data sets are built: `--ci_unit group` without 2 groups stops here, in one line
+                ReportWriter.check_groups(
+                    getattr(self.datamodule, "test_set" if self.subcommand == "test" else "val_set")
+                )
         except CONFIG_ERRORS as error:
             if not self.short_errors:
                 raise

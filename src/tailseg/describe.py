@@ -51,7 +51,16 @@ def _describe(argv: list[str]) -> None:
     parser = ArgumentParser(prog="tailseg describe", description=__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(SegmentationDataModule, "data")
-    for key in ("model", "trainer", "seed_everything", "ckpt_path", "report_path"):
+    for key in (
+        "model",
+        "trainer",
+        "seed_everything",
+        "ckpt_path",
+        "report_path",
+        "ci_resamples",
+        "ci_seed",
+        "ci_unit",
+    ):
         parser.add_argument(f"--{key}", type=Any, default=None)  # other sections of a run config
     cfg = parser.parse_args(argv)
     data: SegmentationDataModule = parser.instantiate(cfg).data

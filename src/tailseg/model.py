@@ -5,6 +5,10 @@ training crops), `val/loss`, `val/miou`, `val/iou/<class>` and the same under `t
 data-set-level (one confusion matrix summed over the whole split); classes absent from both
 the predictions and the ground truth are NaN and left out of the mean.
 
+Every validation and test also keeps each image's data-set index and per-class intersection and union pixel
+counts (`tailseg.metrics.PerImageCounts`, gathered over the DDP ranks), in `latest_per_image`, which the
+report's per-image counts and bootstrap intervals are made of (`tailseg.callbacks.report`).
+
 Class statistics reach a loss through one channel: if the loss defines
 `set_class_statistics(counts)`, the model's `setup` calls it with the DataModule's (N, C)
 `class_pixel_counts` table (as a tensor) when fitting, and when evaluating without a checkpoint while
@@ -35,7 +39,7 @@ from tailseg.inference import Tiling
 from tailseg.lightning_compat import batches_done_in_epoch, set_logging_step
 from tailseg.losses import CrossEntropy
 from tailseg.losses.common import in_float32
-from tailseg.metrics import ClassIoU
+from tailseg.metrics import ClassIoU, PerImageCounts
 from tailseg.optim import PolyLR
 
 STAGES = ("train", "val", "test")
@@ -140,9 +144,15 @@ class SegmentationModel(pl.LightningModule):
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix.
         self.iou = nn.ModuleDict({f"{s}_iou": ClassIoU(num_classes, ignore_index) for s in STAGES})
         self.iou["train_iou"].persistent(True)  # the epoch's confusion so far travels in checkpoints
+        # Per-image counts of validation and test (not persistent: nothing of them travels in checkpoints).
+        self.per_image = nn.ModuleDict(
+            {f"{s}_per_image": PerImageCounts(num_classes, ignore_index) for s in STAGES[1:]}
+        )
         self.latest_iou: dict[str, torch.Tensor] = {}
         self.latest_iou_step: dict[str, int] = {}  # the global step each latest IoU was measured at
         self.latest_num_images: dict[str, int] = {}  # how many images each latest IoU covers (all ranks)
+        # (index, intersection, union) of each latest IoU's images, all ranks, sorted by index (val, test)
+        self.latest_per_image: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.class_frequency: list[float] | None = None  # training pixel share per class (for reports)
         self.class_frequency_source: str | None = None  # "training set" or "checkpoint"
         self.checkpoint_step: int | None = None  # the global step of the checkpoint loaded, if any
@@ -185,7 +195,9 @@ class SegmentationModel(pl.LightningModule):
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self.predict_logits(batch["image"])
-        self.iou[f"{stage}_iou"].update(logits.argmax(1), batch["mask"])
+        preds = logits.argmax(1)
+        self.iou[f"{stage}_iou"].update(preds, batch["mask"])
+        self.per_image[f"{stage}_per_image"].update(preds, batch["mask"], batch["index"])
         loss = self.eval_loss[f"{stage}_loss"]
         loss.update(in_float32(self.loss, logits, batch["mask"]), weight=len(logits))
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
@@ -208,11 +220,17 @@ class SegmentationModel(pl.LightningModule):
         images = metric.total_images()
         iou = metric.compute() if images else None
         metric.reset()
+        per_image = self.per_image[f"{stage}_per_image"] if f"{stage}_per_image" in self.per_image else None
+        counts = per_image.compute() if per_image is not None and images else None  # a collective, like compute()
+        if per_image is not None:
+            per_image.reset()
         if self.trainer.sanity_checking or iou is None:
             return  # nothing was measured (e.g. the end of an epoch replayed when resuming): nothing to log
         self.latest_iou[stage] = iou.detach().cpu()
         self.latest_iou_step[stage] = int(self.global_step)
         self.latest_num_images[stage] = images
+        if counts is not None:
+            self.latest_per_image[stage] = tuple(t.detach().cpu() for t in counts)
         self.log(f"{stage}/miou", torch.nanmean(iou).float(), prog_bar=stage != "train")
         for name, value in zip(self.class_names, iou.float(), strict=True):
             self.log(f"{stage}/iou/{name}", value)

@@ -38,6 +38,31 @@ The report:
   `fingerprint`; the evaluation's own config leaves the training set out, so its own fingerprint differs), null
   for `fit`.
 
+Per-image counts and intervals (evaluations only have them; the fields are null without a validation set):
+
+- `per_image`: each evaluated image's name (`prediction_name`: the file stem, the same on every machine;
+  `sample_name` where stems repeat), group (`image_group`: CamVid's video, Cityscapes' city; null where the data
+  set has none for some image) and per-class intersection and union pixel counts, in `per_class_iou`'s class
+  order and in data-set order, in the format of `tailseg.analysis.per_image`: inline up to
+  `PER_IMAGE_INLINE_CELLS` (20000) images x classes, else `{"file": "<report stem>.per_image.npz"}`, written
+  beside each report. Summed over the images they give `per_class_iou` exactly;
+- `miou_ci95`, `per_class_iou_ci95` ({class: [low, high] or null}) and `per_image_miou_ci95`: 95% percentile
+  bootstrap intervals, [low, high] in % with 2 decimals, from the per-image counts
+  (`tailseg.metrics.bootstrap.iou_intervals`: a resample re-weights the images' counts before they are summed;
+  IoU is never averaged over images except in `per_image_miou`); `per_image_miou` (in % like `miou`): the mean
+  over the images of each image's mIoU over the classes in its truth or prediction;
+- `ci`: {"resamples", "seed", "unit", "groups", "level"}: how they were drawn; `groups` is the number of groups
+  among the evaluated images (null where the data set has none), whatever the unit.
+
+`--ci_resamples R` (default 2000; 0: no intervals, the interval fields and `ci` are null), `--ci_seed S` (default
+0; the same seed gives the same intervals) and `--ci_unit image|group`. The unit is `image` by default, and
+the analysis tables use it: it says how much the figure would move with other frames of the same videos or
+cities. Frames of one video are not independent, so `group` (resample videos or cities, the cluster bootstrap)
+is the honest unit where a set spans several of them (Cityscapes val: 3 cities, few for an interval), but it
+needs at least 2 groups and is refused before evaluating without them: CamVid's val set is 101 frames of one
+video (0016E5), where a group interval is impossible; the cross-video evidence there is the leave-one-video-out
+check of experiments/README.md.
+
 `--report_path PATH` writes the same report to PATH as well; `validate` and `test` refuse, before they
 evaluate, a PATH that holds the report of a `fit` (an evaluation never replaces a training report; a `fit`
 may replace an earlier one). The per-class table is printed.
@@ -48,17 +73,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import SaveConfigCallback
 
 from tailseg import identity
+from tailseg.analysis.per_image import PerImage, per_image_file
 from tailseg.callbacks.preemption import PreemptionCheckpoint
 from tailseg.lightning_compat import last_saved_step
 from tailseg.metrics import fairness_report, summarize_iou
+from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES, iou_intervals, per_image_miou
+
+#: A report holds its per-image counts inline up to this many cells (images x classes), else in a file beside it.
+PER_IMAGE_INLINE_CELLS = 20000
+#: What a bootstrap resample draws: images, or groups of images (`SegmentationDataset.image_group`).
+CI_UNITS = ("image", "group")
+CI_LEVEL = 0.95
 
 
 def _rounded(value: float | None) -> float | None:
@@ -67,6 +102,128 @@ def _rounded(value: float | None) -> float | None:
 
 def _percent(value: float | None) -> float | None:
     return None if value is None else _rounded(100.0 * float(value))
+
+
+def _interval(pair: np.ndarray) -> list[float] | None:
+    """[low, high] of a fraction interval in % with 2 decimals; None where it is NaN."""
+    low, high = (float(v) for v in pair)
+    return None if math.isnan(low) or math.isnan(high) else [round(100.0 * low, 2), round(100.0 * high, 2)]
+
+
+def interval_fields(
+    per_image: PerImage | None,
+    class_names: list[str],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    unit: str = "image",
+) -> dict:
+    """The report's per-image mIoU and bootstrap intervals of per-image counts (see the module docs).
+
+    Args:
+        per_image: The evaluation's per-image counts (None: every field is null).
+        class_names: The classes, in the counts' column order.
+        resamples: R; 0 leaves the intervals and `ci` null.
+        seed: Seed of the resampling.
+        unit: "image" or "group" (resample `per_image.groups`; they must be there).
+
+    Returns:
+        {"per_image_miou", "miou_ci95", "per_class_iou_ci95", "per_image_miou_ci95", "ci"}.
+
+    Raises:
+        ValueError: `unit` is "group" and the images have no groups or all share one.
+    """
+    fields: dict = {"per_image_miou": None, "miou_ci95": None, "per_class_iou_ci95": None}
+    fields.update(per_image_miou_ci95=None, ci=None)
+    if per_image is None or not per_image.names:
+        return fields
+    images = per_image_miou(per_image.intersection, per_image.union)
+    fields["per_image_miou"] = _percent(float(np.nanmean(images))) if (~np.isnan(images)).any() else None
+    if resamples <= 0:
+        return fields
+    if unit == "group" and per_image.groups is None:
+        raise ValueError("ci_unit group: the evaluated images have no groups; use --ci_unit image")
+    groups = per_image.groups if unit == "group" else None
+    figures = iou_intervals(per_image.intersection, per_image.union, resamples, seed, groups, CI_LEVEL)
+    fields["miou_ci95"] = _interval(figures["miou_ci"])
+    fields["per_class_iou_ci95"] = {
+        name: _interval(figures["per_class_iou_ci"][:, c]) for c, name in enumerate(class_names)
+    }
+    fields["per_image_miou_ci95"] = _interval(figures["per_image_miou_ci"])
+    fields["ci"] = {
+        "resamples": int(resamples),
+        "seed": int(seed),
+        "unit": unit,
+        "groups": None if per_image.groups is None else len(set(per_image.groups)),
+        "level": CI_LEVEL,
+    }
+    return fields
+
+
+def per_image_entry(per_image: PerImage | None, target: str | os.PathLike) -> dict | None:
+    """The report's `per_image` field for a report written to `target`: the counts inline when they have at most
+    `PER_IMAGE_INLINE_CELLS` cells, else `{"file": <per_image_file(target)'s name>}` (see `write_per_image`)."""
+    if per_image is None:
+        return None
+    if per_image.intersection.size <= PER_IMAGE_INLINE_CELLS:
+        return {
+            "names": list(per_image.names),
+            "groups": None if per_image.groups is None else list(per_image.groups),
+            "intersection": per_image.intersection.tolist(),
+            "union": per_image.union.tolist(),
+        }
+    return {"file": per_image_file(target).name}
+
+
+def write_per_image(per_image: PerImage, path: str | os.PathLike) -> None:
+    """Write the counts to `path` (a `.npz`, replaced atomically) in the format of `tailseg.analysis.per_image`."""
+    path = Path(path)
+    arrays = {"names": np.asarray(per_image.names, dtype=str)}
+    if per_image.groups is not None:
+        arrays["groups"] = np.asarray(per_image.groups, dtype=str)
+    arrays.update(intersection=per_image.intersection.astype(np.int64), union=per_image.union.astype(np.int64))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    os.replace(tmp, path)
+
+
+def evaluated_set(trainer: pl.Trainer, key: str):
+    """The data set of the evaluation `key` ("val" or "test") of `trainer`'s DataModule, or None."""
+    return getattr(getattr(trainer, "datamodule", None), f"{key}_set", None)
+
+
+def image_groups(dataset, indices) -> list[str] | None:
+    """The group of each image, or None unless the data set gives every one of them a group."""
+    groups = [dataset.image_group(int(i)) for i in indices] if hasattr(dataset, "image_group") else [None]
+    return None if any(g is None for g in groups) else [str(g) for g in groups]
+
+
+def collect_per_image(dataset, counts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> PerImage | None:
+    """The per-image counts of an evaluation (`SegmentationModel.latest_per_image`), named after `dataset`'s
+    images (see the module docs); None without counts."""
+    if counts is None:
+        return None
+    index, intersection, union = (t.cpu().numpy().astype(np.int64) for t in counts)
+    if dataset is None:
+        names, groups = [str(i) for i in index], None
+    else:
+        names = [dataset.prediction_name(int(i)) for i in index]
+        if len(set(names)) != len(names):
+            names = [dataset.sample_name(int(i)) for i in index]
+        groups = image_groups(dataset, index)
+    return PerImage(names, groups, intersection, union)
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+# A list that json.dumps spread over lines: its newlines cannot be inside a JSON string (escaped there).
+_NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
+
+
+def report_text(report: dict) -> str:
+    """`report` as indented JSON with every list of numbers on one line (a per-image row, an interval), so that
+    the per-image counts take a line per image rather than per number."""
+    text = json.dumps(report, indent=2, allow_nan=False)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(re.split(r",\n\s*", m.group(1))) + "]", text)
 
 
 def format_iou_table(report: dict) -> str:
@@ -85,6 +242,9 @@ def format_iou_table(report: dict) -> str:
     lines.append(
         f"{'mIoU':<{width}}  {report['miou'] if report['miou'] is not None else float('nan'):7.2f}   {summary}"
     )
+    if report.get("miou_ci95") and report.get("ci"):
+        low, high = report["miou_ci95"]
+        lines.append(f"mIoU 95% interval [{low:.2f}, {high:.2f}] (bootstrap over {report['ci']['unit']}s)")
     return "\n".join(lines)
 
 
@@ -105,12 +265,32 @@ class ReportWriter(SaveConfigCallback):
     Args:
         parser, config, config_filename, overwrite, multifile: as `SaveConfigCallback`.
         report_path: An extra path to write the report to.
+        ci_resamples: Bootstrap resamples of the report's intervals (0: none).
+        ci_seed: Seed of the resampling.
+        ci_unit: "image" or "group": what a resample draws (see the module docs).
+
+    Raises:
+        ValueError: A negative `ci_resamples` or an unknown `ci_unit`.
     """
 
-    def __init__(self, *args, report_path: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        report_path: str | None = None,
+        ci_resamples: int = DEFAULT_RESAMPLES,
+        ci_seed: int = 0,
+        ci_unit: str = "image",
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if int(ci_resamples) < 0:
+            raise ValueError(f"ci_resamples must be >= 0 (0: no intervals), got {ci_resamples}")
+        if ci_unit not in CI_UNITS:
+            raise ValueError(f"ci_unit must be one of {list(CI_UNITS)}, got {ci_unit!r}")
         self.report_path = report_path
+        self.ci_resamples, self.ci_seed, self.ci_unit = int(ci_resamples), int(ci_seed), ci_unit
         self._quiet = False  # True during the final validation of fit, whose report `finish_fit` writes
+        self._per_image: PerImage | None = None  # the counts of the report last built (written by `write`)
 
     def build_report(
         self,
@@ -119,7 +299,10 @@ class ReportWriter(SaveConfigCallback):
         stage: str,
         log_dir: str | None,
         checkpoint: str | None = None,
+        target: str | os.PathLike = "report.json",
     ) -> dict:
+        """The report (see the module docs) as written to `target` (which names the file of large per-image
+        counts; `write` writes that file)."""
         key = "test" if stage == "test" else "val"
         iou = pl_module.latest_iou.get(key)
         values = iou.double().numpy() if iou is not None else None
@@ -129,6 +312,12 @@ class ReportWriter(SaveConfigCallback):
         frequency = getattr(pl_module, "class_frequency", None)
         config = json.loads(self.parser.dump(self.config, format="json", skip_none=False))
         step = trainer.global_step if stage == "fit" else getattr(pl_module, "checkpoint_step", None)
+        counts = getattr(pl_module, "latest_per_image", {}).get(key) if values is not None else None
+        per_image = collect_per_image(evaluated_set(trainer, key), counts)
+        self._per_image = per_image
+        intervals = interval_fields(
+            per_image, list(pl_module.class_names), self.ci_resamples, self.ci_seed, self.ci_unit
+        )
         return {
             "stage": stage,
             "per_class_iou": None
@@ -139,6 +328,8 @@ class ReportWriter(SaveConfigCallback):
             "std": _percent(summary["std"]),
             "fairness": None if fairness is None else {k: _rounded(v) for k, v in fairness.items()},
             "num_images": pl_module.latest_num_images.get(key) if values is not None else None,
+            **intervals,
+            "per_image": per_image_entry(per_image, target),
             "class_frequency": None if frequency is None else dict(zip(pl_module.class_names, frequency, strict=True)),
             "class_frequency_source": getattr(pl_module, "class_frequency_source", None) if frequency else None,
             "config": config,
@@ -189,13 +380,22 @@ class ReportWriter(SaveConfigCallback):
         log_dir = trainer.log_dir  # a broadcast: every rank must take part, only rank zero writes
         if not trainer.is_global_zero:
             return
-        report = self.build_report(trainer, pl_module, stage, log_dir, checkpoint)
         targets = [Path(log_dir) / "report.json"] if log_dir else []
         if self.report_path:
             targets.append(Path(self.report_path))
-        text = json.dumps(report, indent=2, allow_nan=False)
+        report = self.build_report(
+            trainer, pl_module, stage, log_dir, checkpoint, targets[0] if targets else "report.json"
+        )
+        per_image = self._per_image
         for path in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
+            report["per_image"] = per_image_entry(per_image, path)
+            beside = per_image_file(path)
+            if report["per_image"] is not None and "file" in report["per_image"]:
+                write_per_image(per_image, beside)  # before the report that names it
+            elif beside.is_file():
+                beside.unlink()  # an earlier, larger evaluation's counts: not this report's
+            text = report_text(report)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(text + "\n")
             os.replace(tmp, path)
@@ -203,8 +403,11 @@ class ReportWriter(SaveConfigCallback):
         print(f"\n{table}\nreport: {', '.join(map(str, targets))}")
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Refuse a `--report_path` that holds a training report in `validate` and `test`, before anything is
-        written or evaluated (see the module docs); then save the config."""
+        """Refuse a `--report_path` that holds a training report in `validate` and `test`, and `--ci_unit group`
+        for a set without 2 groups, before anything is written or evaluated (see the module docs); then save the
+        config."""
+        if self.ci_unit == "group" and self.ci_resamples > 0:
+            self.check_groups(evaluated_set(trainer, "test" if stage == "test" else "val"))
         if stage in ("validate", "test") and not self._quiet and self.report_path:
             holder = self.training_report_run(self.report_path) if trainer.is_global_zero else None
             holder = trainer.strategy.broadcast(holder)
@@ -214,6 +417,22 @@ class ReportWriter(SaveConfigCallback):
                     "write the evaluation elsewhere"
                 )
         super().setup(trainer, pl_module, stage)
+
+    @staticmethod
+    def check_groups(dataset) -> None:
+        """ValueError (one line) unless every image of `dataset` (None: nothing to check) has a group and there are
+        at least 2 groups: what `--ci_unit group` needs."""
+        if dataset is None or len(dataset) == 0:
+            return
+        groups = image_groups(dataset, range(len(dataset)))
+        what = f"the evaluated set ({type(dataset).__name__}, {len(dataset)} images)"
+        if groups is None:
+            raise ValueError(f"ci_unit group: {what} has no image groups; use --ci_unit image")
+        if len(set(groups)) < 2:
+            raise ValueError(
+                f"ci_unit group: all images of {what} are in one group ({groups[0]!r}); a group interval needs at "
+                "least 2; use --ci_unit image"
+            )
 
     @staticmethod
     def training_report_run(path: str | os.PathLike) -> str | None:

@@ -97,6 +97,12 @@ class SegmentationDataset(torch.utils.data.Dataset, abc.ABC):
     def cache_key(self) -> str:
         """A string that changes whenever the samples may change (e.g. the file list); keys the statistics cache."""
 
+    def image_group(self, index: int) -> str | None:
+        """The group of sample `index`: the video, city or scene it comes from, whose images are not independent of
+        each other (a report's bootstrap can resample groups instead of images, `tailseg.metrics.bootstrap`).
+        None by default: the data set has no groups."""
+        return None
+
     def prediction_name(self, index: int) -> str:
         """The name of sample `index` in prediction files: by default the stem of `sample_name(index)`."""
         return Path(self.sample_name(index)).stem

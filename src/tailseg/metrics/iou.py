@@ -72,3 +72,73 @@ class ClassIoU(Metric):
             return int(self.num_images)
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
             return int(self.num_images)
+
+
+def per_image_counts(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-class intersection and union pixel counts.
+
+    Intersection I_bc = #{truth == pred == c}, union U_bc = #{truth == c or pred == c}, over the pixels of image b
+    whose truth is not `ignore_index`: the diagonal, and row plus column sums minus the diagonal, of each image's
+    confusion matrix. Summed over the images they are the whole set's (`ClassIoU.confusion`'s) figures.
+
+    Args:
+        preds: (B, H, W) predicted class ids.
+        target: (B, H, W) true class ids and `ignore_index`.
+        num_classes: C.
+        ignore_index: Target label left out.
+
+    Returns:
+        (intersection, union), each (B, C) int64.
+    """
+    b = target.shape[0]
+    keep = target != ignore_index
+    image = torch.arange(b, device=target.device).view(b, *([1] * (target.ndim - 1))).expand_as(target)[keep]
+    index = (image * num_classes + target[keep].long()) * num_classes + preds[keep].long()
+    confusion = torch.bincount(index, minlength=b * num_classes**2).reshape(b, num_classes, num_classes)
+    intersection = confusion.diagonal(dim1=1, dim2=2)
+    return intersection.clone(), confusion.sum(1) + confusion.sum(2) - intersection
+
+
+class PerImageCounts(Metric):
+    """The per-image intersection and union counts of an evaluation, with each image's data-set index.
+
+    `cat` states: under DDP `compute()` gathers the images of every rank (each evaluated on exactly one, see
+    `tailseg.data.shards`), and returns them ordered by index, so the result does not depend on the sharding.
+
+    Args:
+        num_classes: C.
+        ignore_index: Target label left out.
+        **kwargs: As `torchmetrics.Metric`.
+
+    Shape:
+        update(preds (B, H, W) int, target (B, H, W) int, index (B,) int); compute() -> (index (n,),
+        intersection (n, C), union (n, C)), int64, sorted by index.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
+        for name in ("index", "intersection", "union"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        intersection, union = per_image_counts(preds, target, self.num_classes, self.ignore_index)
+        self.index.append(torch.as_tensor(index, device=target.device).long().reshape(-1))
+        self.intersection.append(intersection)
+        self.union.append(union)
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def cat(state) -> torch.Tensor:
+            return torch.cat(state) if isinstance(state, list) else state
+
+        index, intersection, union = cat(self.index), cat(self.intersection), cat(self.union)
+        order = torch.argsort(index)
+        return (
+            index[order],
+            intersection.reshape(-1, self.num_classes)[order],
+            union.reshape(-1, self.num_classes)[order],
+        )
