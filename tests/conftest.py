@@ -53,3 +53,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def kept_environ():
+    """`os.environ` as it was before the test: a run in this process sets variables (Lightning's `PL_GLOBAL_SEED`)
+    that processes started by later tests would inherit."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -1,40 +1,34 @@
 """The `tailseg` command as people use it: its help, one-line configuration errors, and evaluations that
-run one after another in one folder with the logger off."""
+run one after another in one folder with the logger off. The command runs in this process as the console script
+runs it (`cli_runner.tailseg`), except for the console script's own help and a traceback on request."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_runner import tailseg, tailseg_subprocess
 from conftest import tiny_synthetic_args
 from tailseg.cli import SUBCOMMANDS, TailsegCLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = str(ROOT / "experiments" / "synthetic" / "base.yaml")
-
-
-def tailseg(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run the real command line (`python -m tailseg ARGS`) in `cwd` with `env` added to the environment."""
-    environ = {key: value for key, value in os.environ.items() if key != "TAILSEG_TRACEBACK"}
-    return subprocess.run([sys.executable, "-m", "tailseg", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**environ, **env})  # fmt: skip
+pytestmark = pytest.mark.usefixtures("kept_environ")  # `main([...])` runs leave PL_GLOBAL_SEED set
 
 
 def test_help_lists_every_subcommand(tmp_path, capsys):
     assert set(TailsegCLI.subcommands()) | {"describe", "compare", "matrix"} == set(SUBCOMMANDS)
-    result = tailseg("--help", cwd=tmp_path)
+    result = tailseg_subprocess("--help", cwd=tmp_path)  # the command itself, in its own process
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
     assert listed == list(SUBCOMMANDS)
     main(["-h"])
     assert capsys.readouterr().out.strip() == result.stdout.strip()
 
-    bare = tailseg(cwd=tmp_path)  # no subcommand: the same text, as a usage error
+    bare = tailseg(cwd=tmp_path)  # no subcommand (in this process): the same text, as a usage error
     assert bare.returncode == 2 and bare.stdout == ""
     assert bare.stderr.strip() == result.stdout.strip()
 
@@ -88,8 +82,9 @@ def test_unknown_subcommand_is_one_line(tmp_path):
 
 
 def test_traceback_on_request_and_for_errors_of_the_run(tmp_path):
-    shown = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--data.batch_size", "0", cwd=tmp_path,
-                    TAILSEG_TRACEBACK="1")  # fmt: skip
+    # The interpreter prints the traceback: a process of its own.
+    shown = tailseg_subprocess("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--data.batch_size", "0",
+                               cwd=tmp_path, TAILSEG_TRACEBACK="1")  # fmt: skip
     assert shown.returncode != 0 and "Traceback" in shown.stderr
     assert "ValueError: SegmentationDataModule: batch_size must be >= 1, got 0" in shown.stderr
 
@@ -101,8 +96,7 @@ def test_traceback_on_request_and_for_errors_of_the_run(tmp_path):
 
     # An error of the run itself (a NaN loss at step 0) keeps its traceback.
     run = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--model.loss", "test_cli.NaNLoss",
-                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path,
-                  PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))  # fmt: skip
+                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
     assert run.returncode == 1 and "Traceback" in run.stderr and "NonFiniteLossError" in run.stderr
 
 
@@ -168,6 +162,20 @@ def test_a_read_only_run_folder_is_one_line(tmp_path):
                      str(tmp_path / "ro" / "runs"), cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(f"({tmp_path / 'ro'} is not writable)")
+
+
+def test_a_run_folder_under_a_file_is_one_line(tmp_path):
+    """The check of the run folder's parent, exercised as root too (root may write into read-only folders)."""
+    (tmp_path / "a-file").write_text("")
+    root = tmp_path / "a-file" / "deeper" / "runs"
+    result = tailseg("fit", "--config", SYNTHETIC, *tiny_synthetic_args(), "--trainer.default_root_dir", str(root),
+                     cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tailseg fit: error: trainer.default_root_dir: {root}: the run folder cannot be created there "
+        f"({tmp_path / 'a-file'} is not a folder)"
+    )
+    assert (tmp_path / "a-file").read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_describe_with_a_missing_root_is_one_line(tmp_path):

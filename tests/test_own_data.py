@@ -13,17 +13,18 @@ import pytest
 import yaml
 from PIL import Image
 
+from cli_runner import tailseg
 from conftest import TINY_ENCODER
 from fixtures import write_image_mask_folder
 from tailseg.cli import main
 from tailseg.data import DataError, ImageMaskFolder
 from tailseg.data.stats import cache_path, check_samples
-from test_cli_usability import tailseg
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["background", "crack"]
 TINY = ["--model.encoder_name", TINY_ENCODER, "--data.crop_size", "[32,32]", "--data.batch_size", "2",
         "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+pytestmark = pytest.mark.usefixtures("kept_environ")  # `main([...])` runs leave PL_GLOBAL_SEED set
 
 
 def readme_config(tmp_path: Path, train: Path, val: Path, init_args: dict | None = None) -> Path:
