@@ -55,11 +55,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def kept_environ():
     """`os.environ` as it was before the test: a run in this process sets variables (Lightning's `PL_GLOBAL_SEED`)
     that processes started by later tests would inherit."""
     saved = dict(os.environ)
+    os.environ.pop("PL_GLOBAL_SEED", None)  # also left by runs in module-scoped fixtures, set up before this one
     yield
     os.environ.clear()
     os.environ.update(saved)

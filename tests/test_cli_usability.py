@@ -16,7 +16,6 @@ from tailseg.cli import SUBCOMMANDS, TailsegCLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = str(ROOT / "experiments" / "synthetic" / "base.yaml")
-pytestmark = pytest.mark.usefixtures("kept_environ")  # `main([...])` runs leave PL_GLOBAL_SEED set
 
 
 def test_help_lists_every_subcommand(tmp_path, capsys):

@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["background", "crack"]
 TINY = ["--model.encoder_name", TINY_ENCODER, "--data.crop_size", "[32,32]", "--data.batch_size", "2",
         "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]  # fmt: skip
-pytestmark = pytest.mark.usefixtures("kept_environ")  # `main([...])` runs leave PL_GLOBAL_SEED set
 
 
 def readme_config(tmp_path: Path, train: Path, val: Path, init_args: dict | None = None) -> Path:

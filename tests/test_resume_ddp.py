@@ -40,6 +40,7 @@ def _fit(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     )
     paths = os.pathsep.join([str(site), str(ROOT / "src")])
     env = {**os.environ, "PYTHONPATH": paths, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("PL_GLOBAL_SEED", None)  # left by runs in this process: it would seed every rank alike
     args = ["fit", "--config", str(BASE_PLUS), *tiny_synthetic_args(), *DDP, "--seed_everything", "false",
             "--trainer.max_steps", str(STEPS), "--trainer.max_epochs", "-1", "--trainer.deterministic", "true",
             "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
