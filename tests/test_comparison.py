@@ -90,7 +90,7 @@ def test_rendered_tables_show_intervals_marks_notes_and_group(runs):
     assert gains[2][-1][0] == "mIoU" and gains[2][-1][1].endswith("*")
     assert "Holm-corrected p < 0.05" in gains[3][0]
     header = board[1]
-    assert header[:8] == ["method", "seeds", "mIoU", "mIoU − base", "per-image mIoU", "mIoU − lmp", "group",
+    assert header[:8] == ["method", "seeds", "mIoU", "mIoU − base", "per-image mIoU", "mIoU − top (lmp)", "group",
                           "P(> base)"]  # fmt: skip
     rows = {row[0]: row for row in board[2]}
     assert [row[0] for row in board[2]][0] == "lmp" and rows["lmp"][6] == "1" and rows["base"][6] == "below"

@@ -118,7 +118,7 @@ def leaderboard(comparison: Comparison) -> Table:
             "" if method == c.top else delta_text(c.versus_top[method]), c.groups.get(method) or "n/a", better,
             *[text.loc[method, column] for column in columns],
         ])  # fmt: skip
-    header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}", "per-image mIoU", f"mIoU − {c.top}",
+    header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}", "per-image mIoU", f"mIoU − top ({c.top})",
               "group", f"P(> {c.reference})", *[LABELS[column] for column in columns]]  # fmt: skip
     under = [
         f"group 1: {c.top} (the top mIoU) and every method whose paired {100 * c.level:g}% interval of ΔmIoU "
