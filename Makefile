@@ -38,3 +38,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_sampler.py
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_bootstrap.py
