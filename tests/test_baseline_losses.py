@@ -389,7 +389,8 @@ def test_bf16_logits_give_a_float32_loss_close_to_float32(index):
         (lambda: BootstrappedCrossEntropy(), "exactly one of k and ratio"),
         (lambda: BootstrappedCrossEntropy(k=3, ratio=0.5), "exactly one of k and ratio"),
         (lambda: MedianFrequencyCrossEntropy(weights=[]), "weights must be a non-empty list"),
-        (lambda: ClassBalancedCrossEntropy(beta=1.0), r"beta must be in \[0, 1\), got 1.0"),
+        (lambda: ClassBalancedCrossEntropy(beta=1.0), r"beta must be a number in \[0, 1\) or 'median', got 1.0"),
+        (lambda: ClassBalancedCrossEntropy(beta="mean"), r"beta must be a number in \[0, 1\) or 'median', got 'mean'"),
         (lambda: ClassBalancedCrossEntropy(count="boxes"), "count must be one of.*'boxes'"),
     ],
     ids=[
@@ -407,6 +408,7 @@ def test_bf16_logits_give_a_float32_loss_close_to_float32(index):
         "bootstrap-both-k-and-ratio",
         "median-frequency-empty-weights",
         "class-balanced-beta-one",
+        "class-balanced-beta-word",
         "class-balanced-unknown-count",
     ],
 )
@@ -420,3 +422,18 @@ def test_shape_mismatch_names_the_loss(index):
     loss_fn = all_losses()[index]
     with pytest.raises(ValueError, match=type(loss_fn).__name__):
         loss_fn(torch.randn(1, 4, 3, 3), torch.zeros(1, 3, 4, dtype=torch.long))
+
+
+def test_median_beta_puts_the_saturation_point_at_the_median_class_count():
+    # Pixels 100, 400, 900 and an absent class: median of the present ones 400, so beta = 1 - 1/400.
+    counts = torch.tensor([[60, 0, 900, 0], [40, 400, 0, 0]])
+    beta = 1 - 1 / 400
+    n = np.array([100.0, 400.0, 900.0])
+    inverse_effective = (1 - beta) / (1 - beta**n)  # by hand, float64
+    expected = np.append(inverse_effective * 3 / inverse_effective.sum(), 0.0)
+    got = effective_number_weights(counts, "median", count="pixels").double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[2] / got[1] < 1.6 < got[0] / got[1]  # above the median nearly alike, below about inversely
+    loss = ClassBalancedCrossEntropy(beta="median", count="pixels")
+    loss.set_class_statistics(counts)
+    np.testing.assert_allclose(loss.class_weights.double().numpy(), expected, rtol=1e-6)

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tailseg.identity import describe_differences, differences, fingerprint, method_fields
+from tailseg.identity import (
+    describe_differences,
+    differences,
+    fingerprint,
+    method_fields,
+    recorded_fields,
+    recorded_fingerprint,
+    same_experiment,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +88,56 @@ def test_key_order_and_tuples_do_not_matter():
     reordered = dict(reversed(list(copy.deepcopy(original).items())))
     reordered["data"]["crop_size"] = tuple(reordered["data"]["crop_size"])
     assert fingerprint(reordered) == fingerprint(original)
+
+
+def test_a_null_argument_is_the_default_so_a_new_optional_argument_keeps_old_runs_identity():
+    old = config("base")
+    new = copy.deepcopy(old)
+    new["model"]["init_from"] = None  # an argument added later, None by default
+    new["data"]["train_sampler"] = None
+    assert fingerprint(new) == fingerprint(old)
+    assert "model.init_from" not in method_fields(new)
+
+
+def test_a_record_of_an_older_version_with_nulls_in_its_fields_is_the_same_experiment():
+    current = config("base")
+    fields = dict(method_fields(current), **{"model.tiling": None, "data.train_sampler": None})
+    import hashlib
+    import json
+
+    stale = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    record = {"fingerprint": stale, "method_fields": fields}  # digest computed with the nulls in, as before
+    assert stale != fingerprint(current)
+    assert recorded_fingerprint(record) == fingerprint(current) and same_experiment(record, current)
+    assert recorded_fields(record) == method_fields(current)
+    assert not differences(fields, method_fields(current))
+    changed = copy.deepcopy(current)
+    changed["model"]["optimizer"]["init_args"]["lr"] = 0.5
+    assert not same_experiment(record, changed)
+    # a record with neither fields nor config keeps its stored digest
+    assert recorded_fingerprint({"fingerprint": "abc"}) == "abc"
+
+
+def test_the_starting_weights_count_by_content_not_by_path(tmp_path):
+    first, copied, other = tmp_path / "a.ckpt", tmp_path / "sub" / "b.ckpt", tmp_path / "c.ckpt"
+    copied.parent.mkdir()
+    first.write_bytes(b"weights one")
+    copied.write_bytes(b"weights one")
+    other.write_bytes(b"weights two")
+
+    def run(path):
+        cfg = config("base")
+        cfg["model"]["init_from"] = str(path)
+        return cfg
+
+    assert method_fields(run(first))["model.init_from"].startswith("sha256:")
+    assert fingerprint(run(first)) == fingerprint(run(copied))
+    assert fingerprint(run(first)) != fingerprint(run(other))
+    assert fingerprint(run(first)) != fingerprint(config("base"))
+    other.write_bytes(b"weights three")  # the file replaced at the same path: another experiment
+    import os
+
+    os.utime(other, ns=(1, 1))
+    assert method_fields(run(other))["model.init_from"] != method_fields(run(first))["model.init_from"]
+    missing = tmp_path / "missing.ckpt"
+    assert method_fields(run(missing))["model.init_from"] == str(missing)

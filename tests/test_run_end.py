@@ -122,3 +122,44 @@ def test_a_missing_checkpoint_is_named_before_anything_runs(tmp_path):
         main(["validate", "--config", str(BASE), *tiny_synthetic_args(), "--ckpt_path", str(tmp_path / "nope.ckpt"),
               "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def _validations(run_dir: str) -> dict[int, dict[str, float]]:
+    """{step: {column: value}} of the rows of metrics.csv that hold a validation's mIoU (the CSV log: a source
+    independent of the model's own history)."""
+    import csv
+
+    with open(Path(run_dir) / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/miou")]
+    return {int(row["step"]): {k: float(v) for k, v in row.items() if k.startswith("val/") and v} for row in rows}
+
+
+def test_the_mean_of_the_last_k_validations_is_that_of_the_logged_validations_and_survives_a_resume(tmp_path):
+    # 4 steps an epoch, validation every epoch: validations at steps 4, 8 and the final 10
+    args = ("--trainer.max_steps", "10", "--trainer.max_epochs", "-1", "--trainer.check_val_every_n_epoch", "1",
+            "--trainer.log_every_n_steps", "1", "--trainer.deterministic", "true",
+            "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "1",
+            "--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.filename", "{step}")  # fmt: skip
+    report = _fit(tmp_path / "whole", *args, "--last_k", "2")
+    assert report["last_k"]["k"] == 2 and len(report["last_k"]["steps"]) == 2 and report["last_k"]["steps"][-1] == 10
+    logged = _validations(report["run_dir"])
+    # the CSV logs a validation at the logging position of its step (the final one possibly one lower)
+    last_two = [logged[step] for step in sorted(logged)[-2:]]
+    expected = 100 * sum(row["val/miou"] for row in last_two) / 2
+    assert report["miou_last_k"] == pytest.approx(expected, abs=1e-3)
+    assert report["miou_last_k"] != pytest.approx(report["miou"], abs=1e-6) or last_two[0] == last_two[1]
+    for name, value in report["per_class_iou_last_k"].items():
+        values = [row[f"val/iou/{name}"] for row in last_two if not math.isnan(row.get(f"val/iou/{name}", math.nan))]
+        assert (value is None) if not values else value == pytest.approx(100 * sum(values) / len(values), abs=1e-3)
+    # resumed from step 6 (after the validation at step 4), the run still averages the validations it had made
+    step6 = next(Path(report["run_dir"], "checkpoints").glob("step=6*.ckpt"))
+    resumed = _fit(tmp_path / "resumed", *args, "--last_k", "2", "--ckpt_path", str(step6))
+    assert resumed["last_k"] == report["last_k"] and resumed["miou_last_k"] == report["miou_last_k"]
+    three = _fit(tmp_path / "three", *args, "--last_k", "3", "--ckpt_path", str(step6))
+    assert three["last_k"]["steps"][0] == 4 and len(three["last_k"]["steps"]) == 3
+    assert _fit(tmp_path / "none", "--trainer.max_steps", "2")["miou_last_k"] is None
+
+
+def test_last_k_must_not_be_negative(tmp_path):
+    with pytest.raises((ValueError, SystemExit)):
+        _fit(tmp_path, "--trainer.max_steps", "1", "--last_k", "-1")

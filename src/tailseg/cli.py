@@ -246,6 +246,12 @@ class TailsegCLI(LightningCLI):
         )
         parser.add_argument("--ci_seed", type=int, default=0, help="Seed of the report's bootstrap intervals.")
         parser.add_argument(
+            "--last_k",
+            type=int,
+            default=0,
+            help="fit: the report's miou_last_k is the mean of the last K validations (0: not reported).",
+        )
+        parser.add_argument(
             "--ci_unit",
             type=Literal["image", "group"],
             default="image",
@@ -279,7 +285,7 @@ class TailsegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        for key in ("report_path", "ci_resamples", "ci_seed", "ci_unit"):
+        for key in ("report_path", "ci_resamples", "ci_seed", "ci_unit", "last_k"):
             self.save_config_kwargs[key] = config.get(key)
         if self.subcommand in ("validate", "test", "predict") and config.get("data.train") is not None:
             # evaluation never reads the training set (the checkpoint brings what was learned from it)
@@ -517,8 +523,8 @@ def check_identity(path: str, recorded: dict | None, current: dict, advice: str)
             "checking that it was trained with this config"
         )
         return
-    if recorded.get("fingerprint") != identity.fingerprint(current):
-        changed = identity.describe_differences(recorded.get("method_fields") or {}, identity.method_fields(current))
+    if not identity.same_experiment(recorded, current):
+        changed = identity.describe_differences(identity.recorded_fields(recorded) or {}, identity.method_fields(current))
         raise ValueError(f"ckpt_path: {path} was trained with another config: {changed or 'unknown fields'}; {advice}")
 
 

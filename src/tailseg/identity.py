@@ -27,6 +27,14 @@ The fields (decisions):
   other `trainer` field (devices, precision, logging, checkpointing, validation cadence), `ckpt_path`,
   `report_path` and the prediction options. Precision and devices are out so that a run can be resumed on
   other hardware; that they change numerics is the user's call.
+- fields whose value is null are left out: a null argument means "the default", so a new optional argument
+  (None by default) leaves the identity of earlier runs as it was. Comparisons therefore recompute the digest
+  from the recorded fields (`recorded_fields`, `same_experiment`) instead of trusting a stored digest, which
+  older tailseg versions computed with the nulls in.
+- the weights a run starts from (`model.init_from`) enter by content, not by path: the field holds
+  `sha256:<16 hex digits>` of the file (the same checkpoint copied to another machine is the same
+  experiment; another checkpoint at the same path is not). A file that cannot be read keeps its path (such a
+  run cannot start; `tailseg fit` says why).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 #: Trainer fields that shape the training itself.
@@ -71,6 +80,29 @@ def _callbacks(callbacks: Any) -> list:
     return [c for c in callbacks if isinstance(c, Mapping) and str(c.get("class_path", "")).startswith("tailseg.")]
 
 
+#: The field naming the weights a run starts from; recorded by content (`weights_digest`).
+INIT_FROM = "model.init_from"
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """`sha256:<16 hex digits>` of a file's bytes (cached by path, size and modification time); the path itself,
+    unchanged, when the file cannot be read."""
+    try:
+        stat = Path(path).stat()
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _digests:
+            digest = hashlib.sha256()
+            with open(path, "rb") as file:
+                for block in iter(lambda: file.read(1 << 22), b""):
+                    digest.update(block)
+            _digests[key] = f"sha256:{digest.hexdigest()[:16]}"
+        return _digests[key]
+    except OSError:
+        return str(path)
+
+
 def method_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a resolved config that define the experiment, flat (`{"model.loss.class_path": ..., ...}`).
 
@@ -89,13 +121,45 @@ def method_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in picked.items():
         _flatten(value, key, flat)
-    return {key: value for key, value in flat.items() if not _excluded(key)}
+    fields = {key: value for key, value in flat.items() if value is not None and not _excluded(key)}
+    if isinstance(fields.get(INIT_FROM), (str, os.PathLike)):
+        fields[INIT_FROM] = weights_digest(fields[INIT_FROM])
+    return fields
+
+
+def fields_fingerprint(fields: Mapping[str, Any]) -> str:
+    """A 16-hex-digit digest of flat method fields (stable across Python processes and dict orders)."""
+    text = json.dumps(dict(fields), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
-    """A 16-hex-digit digest of `method_fields(config)` (stable across Python processes and dict orders)."""
-    text = json.dumps(method_fields(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The digest of `method_fields(config)`: what reports and checkpoints record as `fingerprint`."""
+    return fields_fingerprint(method_fields(config))
+
+
+def recorded_fields(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The method fields a report or checkpoint identity records, as `method_fields` makes them today (nulls
+    left out); from its `config` when it records no fields (a report of an older version); None when it records
+    neither."""
+    fields = record.get("method_fields")
+    if isinstance(fields, Mapping):
+        return {key: value for key, value in fields.items() if value is not None}
+    config = record.get("config")
+    return method_fields(config) if isinstance(config, Mapping) else None
+
+
+def recorded_fingerprint(record: Mapping[str, Any]) -> str | None:
+    """The fingerprint of what `record` (a report or a checkpoint's identity) records, recomputed from its fields
+    (`recorded_fields`), so that records of older versions compare with today's; its stored `fingerprint` when
+    it records no fields."""
+    fields = recorded_fields(record)
+    return fields_fingerprint(fields) if fields is not None else record.get("fingerprint")
+
+
+def same_experiment(record: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a report or checkpoint identity `record` and the resolved `config` are the same experiment."""
+    return recorded_fingerprint(record) == fingerprint(config)
 
 
 #: The key of a checkpoint that holds the identity of the run that wrote it (`run_identity`).
@@ -122,10 +186,9 @@ def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """The method fields whose values differ between two flat `method_fields` mappings, sorted (a field present
-    in one only counts as different)."""
+    in one only counts as different, unless its value is null: see the module docs)."""
     keys = set(recorded) | set(current)
-    missing = object()
-    return sorted(k for k in keys if recorded.get(k, missing) != current.get(k, missing))
+    return sorted(k for k in keys if recorded.get(k) != current.get(k))
 
 
 def describe_differences(recorded: Mapping[str, Any], current: Mapping[str, Any], limit: int = 4) -> str:

@@ -124,11 +124,7 @@ def status(job: Job, extra: list[str]) -> Status:
     that does not parse counts as to do: its run fails with the error in its log."""
     report = job.finished_report()
     if report is not None:
-        config = report.get("config") or {}
-        recorded = {
-            "fingerprint": report.get("fingerprint") or identity.fingerprint(config),
-            "method_fields": report.get("method_fields") or identity.method_fields(config),
-        }
+        recorded = report
     else:
         recorded = newest_readable_checkpoint([str(job.folder)])[1]
         if recorded is None:
@@ -137,9 +133,9 @@ def status(job: Job, extra: list[str]) -> Status:
         current = resolved_config(job.fit_args(extra))
     except Exception:  # noqa: BLE001 (jsonargparse's errors; the run reports them)
         return Status("to do")
-    if recorded.get("fingerprint") == identity.fingerprint(current):
+    if identity.same_experiment(recorded, current):
         return Status("done" if report is not None else "to do")
-    return Status("changed", identity.describe_differences(recorded.get("method_fields") or {},
+    return Status("changed", identity.describe_differences(identity.recorded_fields(recorded) or {},
                                                           identity.method_fields(current)))  # fmt: skip
 
 

@@ -16,10 +16,14 @@ the training set is configured. What the loss derives from the table (its class-
 saved with the weights, and so is the training set's class pixel share (`class_frequency`, for the
 reports): evaluating a checkpoint reads neither the training set nor its statistics.
 
+Every validation's per-class IoU is kept by its global step in `val_history` (the report's mean of the last k
+validations, `miou_last_k`, is made of it).
+
 Checkpoints: `tailseg.resume` lists what a checkpoint holds beyond the weights. The model's part is the
 training confusion matrix of the epoch so far (a persistent state of `iou.train_iou`, so that an epoch
 interrupted and resumed still measures its training IoU over all its crops; under DDP summed over the ranks
-when saved and kept by rank 0 alone when loaded) and `class_frequency`.
+when saved and kept by rank 0 alone when loaded), `class_frequency` and `val_history` (so that a resumed run's
+last k validations include those before the interruption).
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ class SegmentationModel(pl.LightningModule):
         self.class_frequency: list[float] | None = None  # training pixel share per class (for reports)
         self.class_frequency_source: str | None = None  # "training set" or "checkpoint"
         self.checkpoint_step: int | None = None  # the global step of the checkpoint loaded, if any
+        # {global step: per-class IoU (fractions, NaN where a class has none)} of every validation so far
+        self.val_history: dict[int, list[float]] = {}
         # val/test loss: a mean over images that torchmetrics syncs over the ranks (Lightning's own mean of
         # logged values would weigh ranks with fewer images like the others)
         self.eval_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
@@ -231,6 +237,8 @@ class SegmentationModel(pl.LightningModule):
         self.latest_num_images[stage] = images
         if counts is not None:
             self.latest_per_image[stage] = tuple(t.detach().cpu() for t in counts)
+        if stage == "val":
+            self.val_history[int(self.global_step)] = [float(v) for v in iou.double().cpu()]
         self.log(f"{stage}/miou", torch.nanmean(iou).float(), prog_bar=stage != "train")
         for name, value in zip(self.class_names, iou.float(), strict=True):
             self.log(f"{stage}/iou/{name}", value)
@@ -255,6 +263,7 @@ class SegmentationModel(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["class_frequency"] = self.class_frequency
+        checkpoint["val_history"] = {str(step): iou for step, iou in sorted(self.val_history.items())}
         trainer = self._trainer
         if trainer is not None and trainer.training:
             if batches_done_in_epoch(trainer) >= trainer.num_training_batches:
@@ -273,6 +282,7 @@ class SegmentationModel(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint_step = checkpoint.get("global_step")
+        self.val_history = {int(step): list(iou) for step, iou in (checkpoint.get("val_history") or {}).items()}
         if self.class_frequency is None and checkpoint.get("class_frequency") is not None:
             self.class_frequency, self.class_frequency_source = checkpoint["class_frequency"], "checkpoint"
         state = checkpoint.get("state_dict", {})

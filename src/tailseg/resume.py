@@ -14,6 +14,7 @@ Lightning's, and this is all it holds:
 | `SegmentationDataModule` | the DataModule | the **training stream** below |
 | `callbacks` | Lightning | `ModelCheckpoint`'s bookkeeping |
 | `class_frequency` | the model | the training set's class pixel shares, for the reports of later evaluations |
+| `val_history` | the model | every validation's per-class IoU by global step, for the report's mean of the last k validations |
 | `hyper_parameters` | Lightning | the model's constructor arguments |
 
 The training stream (`TrainingStream.state_dict`, kept by the DataModule) is the one home of everything

@@ -344,7 +344,7 @@ def _experiment(run: Run) -> dict | None:
     """The fields that define the run's experiment, its seed aside (None without a config)."""
     if not run.config:
         return None
-    fields = identity.method_fields(run.config)
+    fields = identity.recorded_fields(run.report or {}) or identity.method_fields(run.config)
     fields.pop("seed_everything", None)
     return fields
 

@@ -38,6 +38,16 @@ The report:
   `fingerprint`; the evaluation's own config leaves the training set out, so its own fingerprint differs), null
   for `fit`.
 
+The figure of the end of training, as the LMP paper reports it (`--last_k K`, in a config `last_k: K`; 0, the
+default, leaves the fields null; fit reports only):
+
+- `miou_last_k`: the mean over the last K validations of the run (by global step, the final one included; fewer
+  if the run validated fewer times) of each validation's mIoU, in %; `per_class_iou_last_k`: {class: the mean of
+  its IoU over those validations where it has one, in %}; `last_k`: {"k": K, "steps": [the validations' global
+  steps]}. A run resumed from a checkpoint counts the validations before the interruption as well (the
+  checkpoint holds them: `tailseg.resume`). No interval: the last k validations of one run are not independent
+  measurements; across seeds the analysis treats the figure like `miou`.
+
 Per-image counts and intervals (evaluations only have them; the fields are null without a validation set):
 
 - `per_image`: each evaluated image's name (`prediction_name`: the file stem, the same on every machine;
@@ -74,6 +84,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +259,24 @@ def format_iou_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def last_k_fields(history: dict[int, list[float]], class_names: list[str], k: int) -> dict:
+    """`miou_last_k`, `per_class_iou_last_k` and `last_k` of the module docs from a model's `val_history`
+    ({global step: per-class IoU as fractions, NaN where a class has none}); null fields for k = 0 or no history."""
+    steps = sorted(history)[-k:] if k > 0 else []
+    if not steps:
+        return {"miou_last_k": None, "per_class_iou_last_k": None, "last_k": None}
+    table = np.array([history[step] for step in steps], dtype=np.float64)  # (validations, classes)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class without an IoU in every validation: NaN
+        per_class = np.nanmean(table, axis=0)
+        miou = np.nanmean(np.nanmean(table, axis=1))
+    return {
+        "miou_last_k": _percent(miou),
+        "per_class_iou_last_k": {n: _percent(v) for n, v in zip(class_names, per_class, strict=True)},
+        "last_k": {"k": k, "steps": steps},
+    }
+
+
 def checkpoint_fingerprint(path: str | None) -> str | None:
     """The fingerprint of the run that wrote checkpoint `path` (None without one, or for an older checkpoint)."""
     if not path or "://" in str(path):
@@ -256,7 +285,7 @@ def checkpoint_fingerprint(path: str | None) -> str | None:
         recorded = identity.checkpoint_identity(path)
     except Exception:  # noqa: BLE001 (torch.load raises many kinds; the weights were loaded, so this is rare)
         return None
-    return (recorded or {}).get("fingerprint")
+    return identity.recorded_fingerprint(recorded) if recorded else None
 
 
 class ReportWriter(SaveConfigCallback):
@@ -268,9 +297,10 @@ class ReportWriter(SaveConfigCallback):
         ci_resamples: Bootstrap resamples of the report's intervals (0: none).
         ci_seed: Seed of the resampling.
         ci_unit: "image" or "group": what a resample draws (see the module docs).
+        last_k: How many of the last validations `miou_last_k` averages (0: none; see the module docs).
 
     Raises:
-        ValueError: A negative `ci_resamples` or an unknown `ci_unit`.
+        ValueError: A negative `ci_resamples` or `last_k`, or an unknown `ci_unit`.
     """
 
     def __init__(
@@ -280,9 +310,13 @@ class ReportWriter(SaveConfigCallback):
         ci_resamples: int = DEFAULT_RESAMPLES,
         ci_seed: int = 0,
         ci_unit: str = "image",
+        last_k: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if int(last_k) < 0:
+            raise ValueError(f"last_k must be >= 0 (0: no mean of the last validations), got {last_k}")
+        self.last_k = int(last_k)
         if int(ci_resamples) < 0:
             raise ValueError(f"ci_resamples must be >= 0 (0: no intervals), got {ci_resamples}")
         if ci_unit not in CI_UNITS:
@@ -329,6 +363,8 @@ class ReportWriter(SaveConfigCallback):
             "fairness": None if fairness is None else {k: _rounded(v) for k, v in fairness.items()},
             "num_images": pl_module.latest_num_images.get(key) if values is not None else None,
             **intervals,
+            **last_k_fields(getattr(pl_module, "val_history", {}), list(pl_module.class_names),
+                            self.last_k if stage == "fit" else 0),  # fmt: skip
             "per_image": per_image_entry(per_image, target),
             "class_frequency": None if frequency is None else dict(zip(pl_module.class_names, frequency, strict=True)),
             "class_frequency_source": getattr(pl_module, "class_frequency_source", None) if frequency else None,

@@ -10,8 +10,32 @@ from tailseg.losses.weighted_ce import WeightedCrossEntropy, check_class_pixel_c
 
 COUNTS = ("images", "pixels")
 
+#: `beta` given as this word is set from the training counts: `median_beta`.
+MEDIAN = "median"
 
-def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, count: str = "images") -> torch.Tensor:
+
+def median_beta(n: torch.Tensor) -> float:
+    """β = 1 − 1 / median(n_c) over the classes that occur: the effective number's saturation point 1 / (1 − β)
+    placed at the median class count.
+
+    Why (a decision; Cui et al. tune β on a grid per data set, for image counts): E_n saturates at 1 / (1 − β)
+    samples, so a β fixed across data sets means something else on each. 1 − 1e-6 over pixels tells CamVid's
+    classes apart (tens of millions of labelled pixels; weights 0.52-3.1) but weights every Cityscapes class
+    nearly alike, since each has more than 1e6 pixels. With the saturation point at the median count, on every
+    data set the frequent half of the classes are weighted nearly alike (E_n between 0.63 and 1 times the
+    median) and the rare half about inversely to their counts: between no weighting (β = 0) and inverse
+    frequency (β → 1) by the same rule everywhere. CamVid (pixels): β = 1 − 3.5e-7, weights 0.25-3.9 (inverse
+    frequency: 0.04-4.5).
+    """
+    present = n[n > 0].double()
+    if len(present) == 0:
+        raise ValueError("median_beta: no class occurs in the training counts")
+    return float(1.0 - 1.0 / max(float(present.median()), 1.0 + 1e-12))
+
+
+def effective_number_weights(
+    class_pixel_counts: torch.Tensor, beta: float | str, count: str = "images"
+) -> torch.Tensor:
     """Class-balanced weights w_c = (1 − β) / (1 − β^{n_c}), scaled so that Σ_c w_c = C' (Cui et al., eq. 3-4).
 
     E_n = (1 − β^n) / (1 − β) is the effective number of n samples (Cui et al., eq. 3): the expected
@@ -24,7 +48,8 @@ def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, coun
       image with several labels in multi-label classification). β then has the paper's scale: 0.9-0.9999.
     - "pixels": the labelled pixels of c. E_n saturates at 1 / (1 − β) samples, so β must be within about
       1 / (pixels of a frequent class) of 1 to tell the classes apart: 1 − 1e-6 for the tens of millions of
-      labelled pixels of the synthetic set and CamVid, nearer 1 for Cityscapes' billions.
+      labelled pixels of the synthetic set and CamVid, nearer 1 for Cityscapes' billions; `median_beta` sets it
+      from the counts.
     On the synthetic benchmark counting pixels (β = 1 − 1e-6) gave +4.3 mIoU over cross-entropy and the best
     rarest-five IoU of all methods, counting images (β = 0.999) −2.7: image counts favour classes that are in
     few images (large vehicles) over thin classes that are in many (BENCHMARKS.md, "Leaderboard").
@@ -34,7 +59,7 @@ def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, coun
 
     Args:
         class_pixel_counts: counts[i, c] = pixels of class c in training image i.
-        beta: β in [0, 1).
+        beta: β in [0, 1), or "median" for `median_beta` of the counts.
         count: "images" or "pixels", see above.
 
     Returns:
@@ -44,12 +69,12 @@ def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, coun
         Y. Cui, M. Jia, T.-Y. Lin, Y. Song, S. Belongie, "Class-Balanced Loss Based on Effective Number of
         Samples", CVPR 2019.
     """
-    if not 0.0 <= float(beta) < 1.0:
-        raise ValueError(f"effective_number_weights: beta must be in [0, 1), got {beta}")
+    check_beta(beta, "effective_number_weights")
     if count not in COUNTS:
         raise ValueError(f"effective_number_weights: count must be one of {COUNTS}, got {count!r}")
     counts = check_class_pixel_counts(class_pixel_counts, "effective_number_weights")
-    n = (counts > 0).sum(0).double() if count == "images" else counts.sum(0)
+    n = (counts > 0).sum(0).double() if count == "images" else counts.sum(0).double()
+    beta = median_beta(n) if beta == MEDIAN else float(beta)
     present = n > 0
     if beta == 0.0:
         inverse_effective = torch.ones_like(n)
@@ -59,6 +84,18 @@ def effective_number_weights(class_pixel_counts: torch.Tensor, beta: float, coun
         inverse_effective = -torch.expm1(log_beta) / -torch.expm1(n.clamp_min(1.0) * log_beta)
     weights = torch.where(present, inverse_effective, 0.0)
     return (weights * present.sum() / weights.sum()).float()
+
+
+def check_beta(beta, owner: str) -> None:
+    """ValueError naming `owner` unless `beta` is a number in [0, 1) or "median"."""
+    if beta == MEDIAN:
+        return
+    try:
+        ok = 0.0 <= float(beta) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{owner}: beta must be a number in [0, 1) or {MEDIAN!r}, got {beta!r}")
 
 
 class ClassBalancedCrossEntropy(WeightedCrossEntropy):
@@ -73,20 +110,21 @@ class ClassBalancedCrossEntropy(WeightedCrossEntropy):
     paper's.
 
     Args:
-        beta: β of the effective number, in [0, 1).
+        beta: β of the effective number, in [0, 1), or "median": set from the training counts by `median_beta`
+            (what the configs use, with pixel counts, so that β means the same on every data set).
         count: What a sample of a class is: "images" (default, β on the paper's scale) or "pixels" (see
-            `effective_number_weights`; the configs use pixels with β = 1 − 1e-6).
+            `effective_number_weights`).
         ignore_index: Label of pixels that are left out.
 
     Reference:
         Y. Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.
     """
 
-    def __init__(self, beta: float = 0.999, count: str = "images", ignore_index: int = 255) -> None:
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(f"ClassBalancedCrossEntropy: beta must be in [0, 1), got {beta}")
+    def __init__(self, beta: float | str = 0.999, count: str = "images", ignore_index: int = 255) -> None:
+        check_beta(beta, "ClassBalancedCrossEntropy")
         if count not in COUNTS:
             raise ValueError(f"ClassBalancedCrossEntropy: count must be one of {COUNTS}, got {count!r}")
-        super().__init__(None, functools.partial(effective_number_weights, beta=float(beta), count=count), "weights",
+        beta = beta if beta == MEDIAN else float(beta)
+        super().__init__(None, functools.partial(effective_number_weights, beta=beta, count=count), "weights",
                          ignore_index)  # fmt: skip
-        self.beta, self.count = float(beta), count
+        self.beta, self.count = beta, count

@@ -73,8 +73,9 @@ class RareClassSampler(EpochSampler):
     - A class with no image above `min_pixels` falls back to the images that contain it at all, so that no
       present class becomes undrawable because of the threshold; classes absent from the training set are
       never drawn.
-    - `min_pixels` counts pixels of the stored image (before scaling and cropping); DAFormer's 3000 refers to
-      its 1024 x 512 GTA images.
+    - `min_pixels` counts pixels of the stored image (before scaling and cropping). DAFormer's 3000 counts pixels
+      of GTA's 1914 x 1052 labels (its class statistics are taken from the full-size labels); the configs scale
+      it by image area: 3000 · 480·360 / (1914·1052) ≈ 257 for CamVid, ≈ 110 for the synthetic 384 x 192.
 
     Args:
         class_pixel_counts: (N, C) class pixel counts per training image (the DataModule's table).
@@ -134,9 +135,12 @@ class RepeatFactorSampler(EpochSampler):
 
     Args:
         class_pixel_counts: (N, C) class pixel counts per training image (the DataModule's table).
-        threshold: t of `repeat_factors`; LVIS uses 0.001 for its 1,230 categories. The default 0.1 suits
-            street scenes, where a rare class is in a few percent of the images: classes in fewer than 10%
-            of the images are oversampled (a class in 2.5% of them, twice).
+        threshold: t of `repeat_factors`; LVIS uses 0.001 for its 1,230 categories. At 0.1 (the default) classes
+            in fewer than 10% of the images are oversampled (a class in 2.5% of them, twice). Where every class
+            is in many images, image-level repeat factors can do little whatever t: one image is shown at most
+            sqrt(f_max / f_min) times as often as another (f: the share of images holding a class). CamVid's
+            rarest class by images is in 47% of them: t = 0.1 leaves every image at 1, and the CamVid configs
+            use t = 1 (factors 1.00-1.46).
         num_samples, seed, num_replicas, rank: see `EpochSampler`.
 
     Reference:
