@@ -58,10 +58,11 @@ as one line, `tailseg <subcommand>: error: <field>: <problem>`, and the exit sta
 the trainer and its run folder are made (`TailsegCLI.check_run`, `check_built`): `validate` or `test`
 without `--ckpt_path` (random weights), `test` without `data.test`, a checkpoint of another number of
 classes than the data, a `trainer.default_root_dir` that cannot be created or written, an optimizer that
-rejects its arguments (a negative lr), `--predict_dir` as above, and every data error that the
-DataModule's `setup` of the stage finds (it reads every sample of the stage's sets once, cached on disk:
-a truncated file, a mask of another size, a class missing from the training masks, 0 training batches;
-`tailseg.data.datamodule`). Errors raised once the run has started keep their traceback. Set `TAILSEG_TRACEBACK=1`
+rejects its arguments (a negative lr), for a `fit` that resumes no checkpoint a `model.init_from` file
+that cannot be read or does not fit the network (`tailseg.init_weights`), `--predict_dir` as above, and
+every data error that the DataModule's `setup` of the stage finds (it reads every sample of the stage's
+sets once, cached on disk: a truncated file, a mask of another size, a class missing from the training
+masks, 0 training batches; `tailseg.data.datamodule`). Errors raised once the run has started keep their traceback. Set `TAILSEG_TRACEBACK=1`
 to get jsonargparse's full message and the full traceback instead. `main(args)` called from Python with
 an explicit list behaves as LightningCLI does: the exceptions propagate.
 
@@ -375,9 +376,10 @@ class TailsegCLI(LightningCLI):
 
     def check_built(self, writer: PredictionWriter | None) -> None:
         """Refuse, once the model and the data are built and before the trainer (its run folder): a checkpoint of
-        another number of classes than the data, a `--predict_dir` (`writer`) that would overwrite files, and data
-        that `SegmentationDataModule.setup` of the stage rejects (every sample read once, cached; a class missing
-        from the training masks; 0 training batches)."""
+        another number of classes than the data, a `model.init_from` that does not fit the network (a `fit` that
+        resumes no checkpoint: read and checked here, loaded when fitting starts), a `--predict_dir` (`writer`)
+        that would overwrite files, and data that `SegmentationDataModule.setup` of the stage rejects (every
+        sample read once, cached; a class missing from the training masks; 0 training batches)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         path = config.get("ckpt_path")
         if path is not None and "://" not in str(path) and Path(path).is_file():
@@ -387,6 +389,8 @@ class TailsegCLI(LightningCLI):
                     f"ckpt_path: {path} holds a model of {classes} classes, but the data has "
                     f"{self.datamodule.num_classes} ({', '.join(self.datamodule.class_names)})"
                 )
+        if self.subcommand == "fit" and path is None and isinstance(self.model, SegmentationModel):
+            self.model.prepare_init_from()
         if self.subcommand == "predict" and writer is not None:
             dm = self.datamodule
             sets = [ds for ds in (dm.train_set, dm.val_set, dm.test_set, dm.predict_set) if ds is not None]

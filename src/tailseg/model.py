@@ -24,6 +24,12 @@ training confusion matrix of the epoch so far (a persistent state of `iou.train_
 interrupted and resumed still measures its training IoU over all its crops; under DDP summed over the ranks
 when saved and kept by rank 0 alone when loaded), `class_frequency` and `val_history` (so that a resumed run's
 last k validations include those before the interruption).
+
+Fine-tuning: `init_from` names a file whose network weights (all, or the `init_from_modules` among encoder,
+decoder, segmentation_head) a fit from scratch starts from (`tailseg.init_weights`: what is read and loaded,
+the head of another number of classes, errors). It is loaded in `on_fit_start` only when the fit resumes no
+checkpoint (`trainer.ckpt_path` is None there); a resumed fit, `validate`, `test` and `predict` take the
+weights from their checkpoint and never read the file.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ from collections.abc import Callable, Sequence
 import pytorch_lightning as pl
 import segmentation_models_pytorch as smp
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from tailseg import init_weights
 from tailseg.inference import Tiling
 from tailseg.lightning_compat import batches_done_in_epoch, set_logging_step
 from tailseg.losses import CrossEntropy
@@ -88,6 +96,13 @@ class SegmentationModel(pl.LightningModule):
             unchanged). The first steps are slow while it compiles (tens of seconds to minutes, again for every
             new input size, e.g. validation images); after that, fused kernels save time per step on GPUs.
             Needs a C++ compiler on CPUs. Off by default.
+        init_from: A file to start training from (fine-tuning): a tailseg / Lightning checkpoint (its `state_dict`,
+            keys `net.*`) or a state dict of the network (`torch.save(model.net.state_dict())`). Weights only: the
+            optimizer, schedule, sampler and step start afresh. Applied only when `fit` resumes no checkpoint;
+            not read when the model is built (see `tailseg.init_weights`).
+        init_from_modules: Which of the network's modules `init_from` loads: "encoder", "decoder",
+            "segmentation_head" (None: all three); the others keep their fresh initialisation. A head of
+            another number of classes is not loaded (a warning names the shapes).
     """
 
     def __init__(
@@ -106,6 +121,8 @@ class SegmentationModel(pl.LightningModule):
         tiling: Tiling | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
+        init_from_modules: list[str] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -115,6 +132,8 @@ class SegmentationModel(pl.LightningModule):
         names = list(class_names) if class_names is not None else [f"class_{c}" for c in range(num_classes)]
         if len(names) != num_classes:
             raise ValueError(f"SegmentationModel: {len(names)} class_names for num_classes={num_classes}")
+        self.init_from, self.init_from_modules = init_from, init_weights.check_modules(init_from_modules)
+        self._init_from_weights: dict[str, torch.Tensor] | None = None  # read and checked, not loaded yet
         self.save_hyperparameters(ignore=["loss"] if loss is None else [])
         self.class_names, self.ignore_index = names, int(ignore_index)
         self.net = smp.DeepLabV3Plus(
@@ -182,6 +201,37 @@ class SegmentationModel(pl.LightningModule):
             setter(torch.as_tensor(datamodule.class_pixel_counts))
         self.class_frequency = [float(f) for f in datamodule.class_frequency]
         self.class_frequency_source = "training set"
+
+    def prepare_init_from(self) -> None:
+        """Read `init_from` and check it against the network (ValueError naming the file and the keys that do not
+        fit; the head rule's notice as a warning); the weights are kept until `load_init_from`."""
+        if self.init_from is not None and self._init_from_weights is None:
+            weights, notices = init_weights.weights_to_load(self.init_from, self.net, self.init_from_modules)
+            for notice in notices:
+                rank_zero_warn(notice)
+            self._init_from_weights = weights
+
+    def load_init_from(self) -> None:
+        """Load `init_from`'s weights into the chosen modules of the network (nothing without `init_from`)."""
+        self.prepare_init_from()
+        if self._init_from_weights is not None:
+            with torch.no_grad():
+                self.net.load_state_dict(self._init_from_weights, strict=False)
+            self._init_from_weights = None
+
+    def on_fit_start(self) -> None:
+        # After Lightning restored a checkpoint's weights (setup comes before, when trainer.ckpt_path is not yet set).
+        if self.init_from is None:
+            return
+        if self.trainer.ckpt_path is not None:
+            self._init_from_weights = None  # resuming: every weight comes from the checkpoint
+            return
+        if self.trainer.strategy.restore_checkpoint_after_setup:
+            raise ValueError(
+                f"model.init_from: not supported with {type(self.trainer.strategy).__name__}, which restores "
+                "checkpoints after on_fit_start"
+            )
+        self.load_init_from()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
