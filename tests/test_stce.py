@@ -21,6 +21,7 @@ from conftest import tiny_synthetic_args
 from tailseg.callbacks import TiltedClassFeedback
 from tailseg.cli import main
 from tailseg.data import SegmentationDataModule, SyntheticStreets
+from tailseg.data.base import SegmentationDataset
 from tailseg.resume import SeededKeys
 from tailseg.sampling import TiltedClassSampler, UniformSampler, tilted_class_update, tilted_class_weights
 
@@ -51,22 +52,28 @@ def with_log_l(sampler: TiltedClassSampler, log_l) -> TiltedClassSampler:
 # The tilted update (Algorithm 1, lines 6-8) -----------------------------------------------------------------
 
 
+START = [0.0, 0.0, 0.0, -INF]  # the sampler's start: L̃ = 1 for the present classes, 0 for the absent class 3
+
+
 def test_update_matches_hand_computation():
-    """γ = 0.5, t = 1; class 0 sees the batch losses 1 then 2, then class 1 sees 1 (L̃ starts at 0)."""
-    log_l = torch.full((4,), -INF, dtype=torch.float64)
+    """γ = 0.5, t = 1, from the start L̃ = 1; class 0 sees the batch losses 1 then 2, then class 1 sees 1."""
+    log_l = torch.tensor(START, dtype=torch.float64)
     log_l = tilted_class_update(log_l, 0, 1.0, t=1.0, gamma=0.5)
-    assert log_l[0].item() == pytest.approx(math.log(0.5 * math.e))  # L̃_0 = 0.5 · 0 + 0.5 · e¹
+    assert log_l[0].item() == pytest.approx(math.log(0.5 + 0.5 * math.e), rel=1e-15)  # L̃_0 = 0.5 · 1 + 0.5 · e¹
     log_l = tilted_class_update(log_l, 0, 2.0, t=1.0, gamma=0.5)
-    l0 = 0.5 * (0.5 * math.e) + 0.5 * math.e**2  # L̃_0 = 0.5 · L̃_0 + 0.5 · e²
-    assert log_l[0].item() == pytest.approx(math.log(l0))
-    assert log_l[1:].tolist() == [-INF, -INF, -INF]
-    # Class 1 is unseen: it counts as hard as the hardest seen class; class 3 is absent.
-    np.testing.assert_allclose(tilted_class_weights(log_l, PRESENT), [1 / 3, 1 / 3, 1 / 3, 0])
+    l0 = 0.5 * (0.5 + 0.5 * math.e) + 0.5 * math.e**2  # L̃_0 = 0.5 · L̃_0 + 0.5 · e²
+    assert log_l[0].item() == pytest.approx(math.log(l0), rel=1e-15)
+    assert log_l[1:].tolist() == [0.0, 0.0, -INF]
+    np.testing.assert_allclose(tilted_class_weights(log_l, PRESENT), [l0 / (l0 + 2), 1 / (l0 + 2), 1 / (l0 + 2), 0],
+                               rtol=1e-12)  # fmt: skip
     log_l = tilted_class_update(log_l, 1, 1.0, t=1.0, gamma=0.5)
-    l1 = 0.5 * math.e
+    l1 = 0.5 + 0.5 * math.e
     w = tilted_class_weights(log_l, PRESENT)
-    np.testing.assert_allclose(w, [l0 / (2 * l0 + l1), l1 / (2 * l0 + l1), l0 / (2 * l0 + l1), 0], rtol=1e-12)
+    np.testing.assert_allclose(w, [l0 / (l0 + l1 + 1), l1 / (l0 + l1 + 1), 1 / (l0 + l1 + 1), 0], rtol=1e-12)
     assert tilted_class_update(log_l, 2, 3.0, t=2.0, gamma=1.0)[2].item() == pytest.approx(6.0)  # γ = 1: t · L_B
+    assert tilted_class_update(log_l, 3, 1.0, t=1.0, gamma=0.5)[3].item() == pytest.approx(math.log(0.5 * math.e))
+    with pytest.raises(ValueError, match="every present class"):  # Σ L̃ = 0: the paper's start, w undefined
+        tilted_class_weights(torch.full((4,), -INF), PRESENT)
 
 
 def test_update_returns_a_new_tensor():
@@ -77,26 +84,66 @@ def test_update_returns_a_new_tensor():
 
 @pytest.mark.parametrize("tilted_loss", [500.0, 5000.0])
 def test_no_overflow_at_large_tilted_loss(tilted_loss):
-    log_l = torch.full((4,), -INF, dtype=torch.float64)
+    log_l = torch.tensor(START, dtype=torch.float64)
     log_l = tilted_class_update(log_l, 0, 1.0, t=1.0, gamma=0.1)
     log_l = tilted_class_update(log_l, 1, tilted_loss / 10, t=10.0, gamma=0.1)
     log_l = tilted_class_update(log_l, 1, tilted_loss / 10, t=10.0, gamma=0.1)
-    assert torch.isfinite(log_l[:2]).all()
+    assert torch.isfinite(log_l[:3]).all()
+    assert log_l[1].item() == pytest.approx(math.log(0.19) + tilted_loss, rel=1e-12)  # (1 - 0.9²) e^{t L}, 1 lost
     w = tilted_class_weights(log_l, PRESENT)
     assert torch.isfinite(w).all() and w.sum().item() == pytest.approx(1.0)
-    assert w[0] < 1e-100 and w[1].item() == pytest.approx(0.5) and w[3] == 0  # class 2 unseen: as hard as class 1
+    assert w[0] < 1e-100 and w[2] < 1e-100 and w[1].item() == pytest.approx(1.0) and w[3] == 0
 
 
 def test_initialisation():
+    """The start is L̃ = 1 = e^{t · 0} (log L̃ = 0) for every present class, L̃ = 0 for the absent class 3."""
     sampler = TiltedClassSampler(counts_table(), batch_size=2)
-    assert sampler.log_l.tolist() == [-INF] * 4
-    np.testing.assert_allclose(sampler.weights, [1 / 3, 1 / 3, 1 / 3, 0])  # uniform over the present classes
-    sampler.update(2, 0.5, t=1.0, gamma=0.1)
-    sampler.update(1, 2.0, t=1.0, gamma=0.1)
-    top = math.log(0.1) + 2.0
-    np.testing.assert_allclose(sampler.log_l[:3], [-INF, top, math.log(0.1) + 0.5])
-    e = np.exp([top, top, math.log(0.1) + 0.5])  # unseen class 0 takes the largest log L̃ of the seen ones
+    assert sampler.log_l.tolist() == START
+    assert sampler.weights.tolist() == [1 / 3, 1 / 3, 1 / 3, 0.0]  # uniform over the present classes, exactly
+
+
+@pytest.mark.parametrize("c, loss, t, gamma", [(2, 0.5, 1.0, 0.1), (1, 2.0, 1.0, 0.1), (0, 3.7, 0.1, 0.1),
+                                               (1, 1.3, -1.0, 0.25), (2, 80.0, 10.0, 0.1)])  # fmt: skip
+def test_the_first_update_from_the_start(c, loss, t, gamma):
+    """One update of class c: log L̃_c = log((1 − γ) + γ e^{t L}) (float64, by hand); the others stay at 0."""
+    sampler = TiltedClassSampler(counts_table(), batch_size=2)
+    sampler.update(c, loss, t=t, gamma=gamma)
+    if t * loss < 700:
+        expected = math.log((1 - gamma) + gamma * math.exp(t * loss))
+    else:  # e^{t L} overflows float64: log((1 − γ) + γ e^{tL}) = t L + log γ + log1p((1 − γ) e^{-tL} / γ)
+        expected = t * loss + math.log(gamma) + math.log1p((1 - gamma) * math.exp(-t * loss) / gamma)
+    assert sampler.log_l[c].item() == pytest.approx(expected, rel=1e-14, abs=1e-15)
+    others = [v for k, v in enumerate(sampler.log_l.tolist()) if k != c]
+    assert others == [v for k, v in enumerate(START) if k != c]
+    z = np.array(START[:3])
+    z[c] = expected
+    e = np.exp(z - z.max())
     np.testing.assert_allclose(sampler.weights, [*(e / e.sum()), 0], rtol=1e-12)
+
+
+def test_equal_losses_keep_the_weights_uniform():
+    """Every class fed the same batch loss: uniform at step 0; uniform whenever the classes have been updated
+    equally often (each round of one update per class); uniform to 1e-12 after many steps drawn by the sampler
+    itself, once the start's share (1 − γ)^k has decayed; and at every step when that loss is 0 (e^{t · 0} = 1
+    is the start)."""
+    uniform = [1 / 3, 1 / 3, 1 / 3, 0.0]
+    rounds = TiltedClassSampler(counts_table(), batch_size=2)
+    assert rounds.weights.tolist() == uniform
+    for _ in range(50):
+        for c in (2, 0, 1):
+            rounds.update(c, 1.7, t=1.0, gamma=0.1)
+        np.testing.assert_allclose(rounds.weights, uniform, rtol=0, atol=1e-15)
+    drawn = TiltedClassSampler(counts_table(), batch_size=1, num_batches=3000, seed=8)
+    classes = []
+    for batch in drawn:
+        classes.append(batch[0][1])
+        drawn.update(batch[0][1], 1.7, t=1.0, gamma=0.1)
+    assert min(np.bincount(classes, minlength=3)[:3]) > 300  # (1 − γ)^300 (e^1.7 − 1) < 1e-12
+    np.testing.assert_allclose(drawn.weights, uniform, rtol=0, atol=1e-12)
+    zero = TiltedClassSampler(counts_table(), batch_size=1, num_batches=200, seed=9)
+    for batch in zero:
+        zero.update(batch[0][1], 0.0, t=1.0, gamma=0.1)
+        np.testing.assert_allclose(zero.weights, uniform, rtol=0, atol=1e-12)
 
 
 # The sampler --------------------------------------------------------------------------------------------------
@@ -175,6 +222,26 @@ def test_state_dict_round_trip():
         TiltedClassSampler(np.ones((5, 3)), 2).load_state_dict(a.state_dict())
 
 
+def test_a_state_of_the_previous_start_loads_only_if_every_present_class_was_updated():
+    """The previous start kept classes not yet updated at log L̃ = −inf and weighted them as the hardest updated
+    one; that rule is gone, so such a state is refused with a message, and the sampler keeps its own state. A
+    state of the previous start whose present classes were all updated continues with the same weights."""
+    old = {"seed": 3, "epoch": 2, "log_l": [0.4, -INF, math.log(0.1) + 2.0, -INF], "updates": 1, "recent": [],
+           "lag": 0}  # fmt: skip
+    sampler = TiltedClassSampler(counts_table(), batch_size=2, seed=5)
+    with pytest.raises(ValueError, match=r"-inf for the present class\(es\) \[1\]: .*previous start"):
+        sampler.load_state_dict(old)
+    recent = {**old, "log_l": [0.4, 0.3, 0.2, -INF], "recent": [[0.4, -INF, 0.2, -INF]], "lag": 2}
+    with pytest.raises(ValueError, match="previous start"):
+        TiltedClassSampler(counts_table(), batch_size=2, lag=2).load_state_dict(recent)
+    assert (sampler.seed, sampler.epoch, sampler.log_l.tolist()) == (5, 0, START)  # untouched
+    seen = {**old, "log_l": [0.4, 1.1, math.log(0.1) + 2.0, -INF]}
+    sampler.load_state_dict(seen)
+    e = np.exp(seen["log_l"][:3])
+    np.testing.assert_allclose(sampler.weights, [*(e / e.sum()), 0], rtol=1e-12)
+    assert (sampler.seed, sampler.epoch) == (3, 2)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"gamma": 0.0}, r"gamma must be in \(0, 1\], got 0.0"), ({"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
@@ -189,7 +256,7 @@ def test_bad_update_inputs(kwargs, message):
     args = {"c": 0, "loss": 1.0, "t": 1.0, "gamma": 0.1, **kwargs}
     with pytest.raises(ValueError, match=message):
         sampler.update(**args)
-    assert sampler.log_l.tolist() == [-INF] * 4  # unchanged
+    assert sampler.log_l.tolist() == START  # unchanged
 
 
 def test_bad_sampler_and_callback_arguments():
@@ -244,6 +311,70 @@ def test_datamodule_rejects_a_different_sampler_batch_size():
         dm.setup("fit")
 
 
+class CornerImages(SegmentationDataset):
+    """64 x 64 images of class 0 with class 1 in the 4 x 4 top-left corner (class 2 nowhere)."""
+
+    def __init__(self, n: int = 4) -> None:
+        super().__init__(("ground", "corner", "never"))
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load_image(self, index: int) -> np.ndarray:
+        return np.full((64, 64, 3), 40 * index, np.uint8)
+
+    def load_mask(self, index: int) -> np.ndarray:
+        mask = np.zeros((64, 64), np.uint8)
+        mask[:4, :4] = 1
+        return mask
+
+    def sample_name(self, index: int) -> str:
+        return f"corner_{index}"
+
+    def cache_key(self) -> str:
+        return f"corner-{self.n}"
+
+
+def _corner_batches(crop_on_class: bool, steps: int = 30) -> tuple[TiltedClassSampler, list[dict]]:
+    sampler = functools.partial(TiltedClassSampler, num_batches=steps, crop_on_class=crop_on_class)
+    dm = SegmentationDataModule(CornerImages(), train_sampler=sampler, crop_size=(32, 32), scale_range=(1.0, 1.0),
+                                batch_size=2, num_workers=0, seed=13, stats_cache_dir="")  # fmt: skip
+    dm.setup("fit")
+    focus_on(dm.train_sampler, 1)  # every step draws class 1, the corner
+    return dm.train_sampler, list(dm.train_dataloader())
+
+
+def test_crop_on_class_false_crops_uniformly_but_the_batch_names_the_drawn_class():
+    """Class 1 fills a 4 x 4 corner of 64 x 64 images, crops are 32 x 32: placed on the class, every crop holds
+    some of it; uniform (the paper's form), about (4 / 33)² = 1.5% do; the batches name class 1 either way."""
+    on_class, uniform = _corner_batches(True)[1], _corner_batches(False)[1]
+    for batches in (on_class, uniform):
+        assert len(batches) == 30 and all(batch["class"].tolist() == [1, 1] for batch in batches)
+    holds = [bool((mask == 1).any()) for batch in on_class for mask in batch["mask"]]
+    assert all(holds)
+    holds = [bool((mask == 1).any()) for batch in uniform for mask in batch["mask"]]
+    assert sum(holds) <= len(holds) // 4, sum(holds)  # 60 crops: expected 0.9 with the corner, at most 15 allowed
+    assert list(SeededKeys(_corner_batches(False)[0], seed=7))[0][0][3] is False  # (index, class, seed, False)
+
+
+def test_the_feedback_updates_the_drawn_class_of_a_uniformly_cropped_batch():
+    sampler, batches = _corner_batches(False, steps=2)
+    sampler.log_l = torch.tensor([0.0, 0.0, -INF], dtype=torch.float64)  # the start (class 2 is absent)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(train_sampler=sampler), accumulate_grad_batches=1,
+                              global_step=0)  # fmt: skip
+    module = SimpleNamespace(all_gather=lambda x: x, log=lambda *args, **kwargs: None,
+                             class_names=["ground", "corner", "never"])  # fmt: skip
+    loss = torch.tensor(0.8, dtype=torch.float64)
+    TiltedClassFeedback(t=1.0, gamma=0.1).on_train_batch_end(trainer, module, loss, batches[0], 0)
+    assert sampler.log_l.tolist() == [0.0, pytest.approx(math.log(0.9 + 0.1 * math.exp(0.8)), rel=1e-15), -INF]
+
+
+def test_crop_on_class_must_be_a_bool():
+    with pytest.raises(ValueError, match="crop_on_class must be true or false, got 'no'"):
+        TiltedClassSampler(counts_table(), batch_size=2, crop_on_class="no")
+
+
 def test_ordinary_sampler_batches_carry_no_class():
     dm = _datamodule(sampler=None)
     dm.setup("fit")
@@ -284,7 +415,10 @@ def test_fit_logs_the_class_weights(full_run):
     np.testing.assert_allclose(np.array(rec["weights"]["0"])[present], 1 / present.sum())  # before any update
     end = np.array(rec["weights"]["end"])
     assert end.sum() == pytest.approx(1.0) and (end[~present] == 0).all() and not np.allclose(end, rec["weights"]["0"])
-    assert np.isfinite(rec["log_l"]["end"]).sum() == len({c[0] for e in ("0", "1") for c in rec["classes"][e]})
+    drawn = {c[0] for e in ("0", "1") for c in rec["classes"][e]}
+    end_log_l = np.array(rec["log_l"]["end"])
+    assert (np.isfinite(end_log_l) == present).all()  # L̃ = 0 only for the absent classes
+    assert all(end_log_l[c] == 0.0 for c in range(len(present)) if present[c] and c not in drawn)  # at the start
     with open(full_run / "run" / "version_0" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert "tce/w/road" in rows[0] and "tce/w/traffic light" in rows[0]

@@ -161,7 +161,9 @@ def set_every_rank_rng_states(states: dict) -> None:
 
 
 class SeededKeys(Sampler):
-    """Wraps a training sampler so that each draw carries its augmentation seed: (index, class_id, seed).
+    """Wraps a training sampler so that each draw carries its augmentation seed: (index, class_id, seed), or
+    (index, class_id, seed, False) for a sampler key (index, class_id, False) (drawn for the class, crop not
+    placed on it: `TransformedDataset`).
 
     The seeds of an epoch come from a generator seeded with (seed, epoch, rank), one per position, so they
     depend neither on the workers nor on torch's global random state. A batch sampler (`yields_batches =
@@ -178,7 +180,8 @@ class SeededKeys(Sampler):
     (keys and seeds are drawn and dropped; no image is loaded), until an iteration of another epoch starts.
 
     Args:
-        sampler: The training sampler (yields indices or (index, class) pairs, or batches of pairs).
+        sampler: The training sampler (yields indices, (index, class) pairs or (index, class, on_class) triples,
+            or batches of pairs or triples).
         seed: Seed of the augmentation stream.
         batch_size: Keys per batch (ignored for batch samplers, which make their own batches).
         epoch_source: Returns the epoch being trained, or None when unknown (see above).
@@ -241,12 +244,20 @@ class SeededKeys(Sampler):
                 torch.randint(0, _SEED_RANGE, (size,), generator=g)
             for batch in self.sampler.iterate(skip):
                 seeds = torch.randint(0, _SEED_RANGE, (len(batch),), generator=g).tolist()
-                yield [(int(index), int(focus), seed) for (index, focus), seed in zip(batch, seeds, strict=True)]
+                yield [_seeded(key, seed) for key, seed in zip(batch, seeds, strict=True)]
             return
         seeds = torch.randint(0, _SEED_RANGE, (len(self.sampler),), generator=g).tolist()
         for key, seed in islice(zip(self.sampler, seeds, strict=False), skip * self.batch_size, None):
-            index, focus = (key[0], key[1]) if isinstance(key, (tuple, list)) else (key, -1)
-            yield int(index), int(focus), seed
+            yield _seeded(key, seed)
+
+
+def _seeded(key, seed: int) -> tuple:
+    """The sampler key `key` (an index, (index, class) or (index, class, on_class)) with its augmentation seed:
+    (index, class, seed), class −1 for an index, and `on_class` appended when the key has it."""
+    if not isinstance(key, (tuple, list)):
+        return int(key), -1, seed
+    index, focus, *on_class = key
+    return (int(index), int(focus), seed, *(bool(flag) for flag in on_class))
 
 
 class TrainingStream:

@@ -1,7 +1,8 @@
 """`SegmentationDataModule`: data sets, class statistics, transforms, sampler and loaders.
 
-Data flow for training: the sampler yields an image index, or an (index, class) pair for a
-crop placed on that class; `SeededKeys` attaches to each draw an augmentation seed that is a
+Data flow for training: the sampler yields an image index, an (index, class) pair for a crop
+placed on that class, or an (index, class, False) triple for an image drawn for that class whose
+crop is placed uniformly (`TiltedClassSampler(crop_on_class=False)`); `SeededKeys` attaches to each draw an augmentation seed that is a
 pure function of (seed, epoch, rank, position); `TransformedDataset` loads the sample, checks
 it, and applies `TrainTransform` with that seed. A sampler with `yields_batches = True` (e.g.
 `TiltedClassSampler`) yields whole batches of keys instead; it is the DataLoader's `batch_sampler`.
@@ -55,10 +56,13 @@ from tailseg.sampling.base import build_sampler
 class TransformedDataset(torch.utils.data.Dataset):
     """A data set seen through a transform.
 
-    Keys: an index; an (index, class_id) pair (crop on that class, −1 for none); or an
+    Keys: an index; an (index, class_id) pair (crop on that class, −1 for none); an
     (index, class_id, seed) triple that also fixes the augmentation's randomness (seed 0 when the
     key has none: evaluation transforms are deterministic, and loading never touches torch's global
-    random state, which dropout uses). Each sample carries its focus class as "class" (−1 for none).
+    random state, which dropout uses); or an (index, class_id, seed, on_class) quadruple whose
+    `on_class` False leaves the crop uniform although the image was drawn for `class_id`
+    (`TiltedClassSampler(crop_on_class=False)`). Each sample carries the class it was drawn for as
+    "class" (−1 for none), whether or not its crop was placed on it.
     """
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
@@ -69,12 +73,14 @@ class TransformedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> dict:
         key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
-        index, focus = int(key[0]), int(key[1]) if len(key) > 1 else -1
+        index, drawn_for = int(key[0]), int(key[1]) if len(key) > 1 else -1
         seed = int(key[2]) if len(key) > 2 else 0
+        on_class = bool(key[3]) if len(key) > 3 else True
+        focus = drawn_for if on_class and drawn_for >= 0 else None
         image, mask = self.dataset.load(index)
-        image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus if focus >= 0 else None)
+        image_t, mask_t = self.transform(image, mask, seed=seed, focus_class=focus)
         name = self.dataset.sample_name(index)
-        return {"image": image_t, "mask": mask_t, "index": index, "name": name, "class": focus}
+        return {"image": image_t, "mask": mask_t, "index": index, "name": name, "class": drawn_for}
 
 
 class SameSizeBatches(BatchSampler):
