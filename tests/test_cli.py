@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,18 +28,29 @@ SYNTHETIC = ROOT / "experiments" / "synthetic" / "base.yaml"
 FIXTURE_OF = {"Cityscapes": "cityscapes", "PascalVOC": "voc", "ADE20K": "ade20k", "CamVid": "camvid"}
 
 
+@functools.cache
+def tiny_weights() -> str:
+    """A file of the tiny network's weights (a plain state dict, 11 classes) for the configs that start from trained
+    weights (`model.init_from`)."""
+    path = Path(tempfile.mkdtemp(prefix="tailseg-weights-")) / "pretrained.pt"
+    torch.save(SegmentationModel(num_classes=11, encoder_name=TINY_ENCODER).net.state_dict(), path)
+    return str(path)
+
+
 def overrides_for(config: Path, roots: dict | None = None) -> list[str]:
     """Shrink a config to a tiny model and data set, whatever data set it uses.
 
-    Synthetic configs get `tiny_synthetic_args`. Configs on Cityscapes / PASCAL VOC / ADE20K / CamVid get the
+    Configs that start from trained weights get `tiny_weights`. Synthetic configs get `tiny_synthetic_args`. Configs on Cityscapes / PASCAL VOC / ADE20K / CamVid get the
     matching fixture folder of `roots` (the `dataset_roots` fixture) as the root of every data split,
     the tiny encoder without pre-trained weights, small crops and batches, and one CPU process (the
     paper configs ask for GPUs, DDP or several nodes).
     """
-    data = yaml.safe_load(config.read_text())["data"]
+    yaml_config = yaml.safe_load(config.read_text())
+    data = yaml_config["data"]
+    start = ["--model.init_from", tiny_weights()] if (yaml_config.get("model") or {}).get("init_from") else []
     kind = data["train"]["class_path"].rsplit(".", 1)[-1]
     if kind == "SyntheticStreets":
-        return tiny_synthetic_args()
+        return [*start, *tiny_synthetic_args()]
     if kind not in FIXTURE_OF:
         raise AssertionError(f"{config}: no test fixture for data set {data['train']['class_path']}")
     if roots is None:
@@ -47,7 +60,7 @@ def overrides_for(config: Path, roots: dict | None = None) -> list[str]:
     for split in ("train", "val", "test", "predict"):
         if isinstance(data.get(split), dict):
             args += [f"--data.{split}.init_args.root", root]
-    return [*args, "--model.encoder_name", TINY_ENCODER, "--model.encoder_weights", "null",
+    return [*start, *args, "--model.encoder_name", TINY_ENCODER, "--model.encoder_weights", "null",
             "--data.crop_size", "[32,32]", "--data.batch_size", "2", "--data.eval_batch_size", "1",
             "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
             "--trainer.strategy", "auto", "--trainer.num_nodes", "1"]  # fmt: skip
