@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import ttest_rel
 
 from tailseg.analysis.comparison import build_comparison
 from tailseg.cli import main
@@ -24,9 +25,9 @@ def counts(seed: int, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (union * np.clip(quality + noise, 0, 1)).astype(np.int64), union
 
 
-def write_report(folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None):
+def write_report(folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None, extra=None):
     folder.mkdir(parents=True, exist_ok=True)
-    report = {"class_frequency": FREQ, "config": {"seed_everything": seed}, "run_dir": str(folder)}
+    report = {"class_frequency": FREQ, "config": {"seed_everything": seed}, "run_dir": str(folder), **(extra or {})}
     if per_image is not None:
         intersection, union = per_image
         iou = 100.0 * iou_from_counts(intersection.sum(0), union.sum(0))
@@ -177,3 +178,99 @@ def test_groups_of_images_are_resampled_when_every_evaluation_names_them(tmp_pat
     c = build_comparison(tmp_path, resamples=50)
     assert "intervals resample the 3 groups of images (videos / cities)" in c.notes
     assert c.deltas["lmp"].miou_ci is not None
+
+
+def last_k(miou: float, per_class: dict | None = None, k: int = 2) -> dict:
+    """The report fields of the mean of the last k validations (`tailseg.callbacks.report`)."""
+    per_class = per_class or dict.fromkeys(CLASSES, miou)
+    return {"miou_last_k": miou, "per_class_iou_last_k": per_class, "last_k": {"k": k, "steps": [8, 10][-k:]}}
+
+
+@pytest.fixture()
+def last_k_runs(tmp_path):
+    """base, lmp and tce × 3 seeds with per-image counts and `miou_last_k`: lmp − base = 1, 2, 3 over the seeds (a
+    t-test p of 0.07: no mark), tce − base = 5.0, 5.1, 4.9 (marked); rider's IoU is null in base's seed 0 and sky's
+    in every seed of base."""
+    base, better = np.array([0.9, 0.7, 0.2, 0.8]), np.array([0.9, 0.75, 0.4, 0.8])
+    for seed in range(3):
+        classes = {"road": 90.0 + seed, "car": 70.0, "rider": None if seed == 0 else 20.0 + seed, "sky": None}
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base), extra=last_k(50.0 + seed, classes))
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, better),
+                     extra=last_k(51.0 + 2 * seed))  # fmt: skip
+        write_report(tmp_path / "tce" / f"seed{seed}", seed, counts(20 + seed, base),
+                     extra=last_k(55.0 + seed + [0.0, 0.1, -0.1][seed]))  # fmt: skip
+    return tmp_path
+
+
+def test_last_k_figures_are_the_means_over_seeds(last_k_runs):
+    c = build_comparison(last_k_runs, resamples=50)
+    base, lmp = c.figures["base"], c.figures["lmp"]
+    assert base.miou_last_k == pytest.approx(51.0) and base.miou_last_k_std == pytest.approx(1.0)
+    assert base.miou_last_k_by_seed == {0: 50.0, 1: 51.0, 2: 52.0} and base.last_k == 2
+    np.testing.assert_allclose(base.per_class_last_k, [91.0, 70.0, 21.5, np.nan])  # nulls left out; none: NaN
+    assert lmp.miou_last_k == pytest.approx(53.0) and lmp.miou_last_k_std == pytest.approx(2.0)
+    np.testing.assert_allclose(lmp.per_class_last_k, [53.0] * 4)
+    assert lmp.miou_last_k != pytest.approx(lmp.miou)  # the figure of the reports, not the final mIoU
+
+
+def test_last_k_delta_is_a_paired_t_test_over_the_seeds(last_k_runs):
+    c = build_comparison(last_k_runs, resamples=50)
+    d = c.deltas["lmp"]
+    # differences 1, 2, 3: mean 2, std 1, t(0.975, df 2) = 4.302653
+    assert d.miou_last_k == pytest.approx(2.0) and d.miou_last_k_pairs == 3
+    np.testing.assert_allclose(d.miou_last_k_ci, [2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)], rtol=1e-6)
+    test = ttest_rel([51.0, 53.0, 55.0], [50.0, 51.0, 52.0])
+    interval = test.confidence_interval(0.95)
+    np.testing.assert_allclose(d.miou_last_k_ci, [interval.low, interval.high], rtol=1e-9)
+    assert d.miou_last_k_p == pytest.approx(test.pvalue) and 0.05 < d.miou_last_k_p < 0.1
+    assert not d.miou_last_k_significant
+    tce = c.deltas["tce"]
+    assert tce.miou_last_k == pytest.approx(5.0) and tce.miou_last_k_p < 0.05 and tce.miou_last_k_significant
+    tce_test = ttest_rel([55.0, 56.1, 56.9], [50.0, 51.0, 52.0])
+    np.testing.assert_allclose(tce.miou_last_k_ci, list(tce_test.confidence_interval()), rtol=1e-9)
+    assert c.top == "lmp" and c.versus_top["base"].miou_last_k == pytest.approx(-2.0)
+    assert c.versus_top["tce"].miou_last_k == pytest.approx(3.0)
+    level = build_comparison(last_k_runs, resamples=50, level=0.9).deltas["lmp"]
+    np.testing.assert_allclose(level.miou_last_k_ci, list(test.confidence_interval(0.9)), rtol=1e-9)
+
+
+def test_last_k_columns_in_the_leaderboard(last_k_runs):
+    c = build_comparison(last_k_runs, resamples=50)
+    title, header, rows, under = comparison_tables(c)[-1]
+    assert header[:6] == ["method", "seeds", "mIoU", "mIoU − base", "mIoU last 2", "Δ last 2 vs base"]
+    rows = {row[0]: row for row in rows}
+    low, high = c.deltas["lmp"].miou_last_k_ci
+    assert rows["lmp"][4] == "53.00 ± 2.00" and rows["lmp"][5] == f"+2.0 [{low:.1f}, {high:.1f}]"
+    assert rows["tce"][5].startswith("+5.0 [") and rows["tce"][5].endswith("]*")
+    assert rows["base"][4] == "51.00 ± 1.00" and rows["base"][5] == ""
+    assert any("paired t-test over the seed pairs" in line and "over seeds only" in line for line in under)
+    assert "| mIoU last 2 | Δ last 2 vs base |" in render(c)
+    assert comparison_tables(c)[2][1] == ["metric", "base", "lmp", "tce"]  # the summary is unchanged
+
+
+def test_last_k_one_pair_missing_seeds_and_other_k(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    write_report(tmp_path / "base", 0, counts(0, base), extra=last_k(50.0))
+    write_report(tmp_path / "lmp", 0, counts(1, base), extra=last_k(52.5, k=3))
+    write_report(tmp_path / "old" / "seed0", 0, counts(2, base), extra=last_k(40.0))
+    write_report(tmp_path / "old" / "seed1", 1, counts(3, base))  # no miou_last_k: the method has no figure
+    c = build_comparison(tmp_path, resamples=50)
+    d = c.deltas["lmp"]
+    assert d.miou_last_k == pytest.approx(2.5) and d.miou_last_k_pairs == 1
+    assert d.miou_last_k_ci is None and d.miou_last_k_p is None and not d.miou_last_k_significant
+    old = c.figures["old"]
+    assert old.miou_last_k is None and old.per_class_last_k is None and old.miou_last_k_by_seed == {0: 40.0}
+    assert c.deltas["old"].miou_last_k is None
+    header, rows = comparison_tables(c)[-1][1:3]
+    assert header[4:6] == ["mIoU last k", "Δ last k vs base"]  # the runs disagree on k
+    rows = {row[0]: row for row in rows}
+    assert rows["lmp"][4:6] == ["52.50", "+2.50"] and rows["old"][4:6] == ["n/a", "n/a"]
+
+
+def test_no_last_k_no_column(runs):
+    c = build_comparison(runs, resamples=50)
+    assert all(f.miou_last_k is None and f.per_class_last_k is None for f in c.figures.values())
+    assert c.deltas["lmp"].miou_last_k is None and c.deltas["lmp"].miou_last_k_ci is None
+    header, rows, under = comparison_tables(c)[-1][1:]
+    assert not any("last" in column for column in header) and len(header) == len(rows[0]) == 12
+    assert not any("t-test" in line for line in under) and "last" not in render(c)

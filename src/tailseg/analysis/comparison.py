@@ -18,6 +18,12 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
   ΔmIoU against it contains 0 form group 1 (statistically tied with the top); the other methods are "below".
   Where the paired interval is unavailable the group is unknown (None).
 - P(method > reference) over seed pairs (`prob_better`), with at least 3 pairs, else None and the reason.
+- The mean of the last k validations (the reports' `miou_last_k`, of runs configured with `last_k`): a method's
+  figure is the mean over its seeds, None unless every seed has it; its Δ is the mean of the differences over the
+  seed pairs (paired by seed as above), with at least 2 pairs the interval at `level` and the p of a paired
+  t-test over the seed pairs (`scipy.stats.ttest_rel`), marked when p < `alpha`; with one pair neither; with no
+  seed in common the difference of the seed means. This interval is over seeds only: the last k validations of
+  one run are not independent measurements, so there is no image bootstrap of this figure.
 - Reports without per-image counts (older tailseg) are compared on their point figures; every figure that
   would need their counts has no interval, and a note names them: never a zero-width interval.
 
@@ -29,10 +35,12 @@ elsewhere Δ is the difference of the seed means, without an interval, and a not
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ttest_rel
 
 from tailseg.analysis.aggregate import column_std, default_reference, iou_by_run, methods, pixel_frequency
 from tailseg.analysis.fairness import fairness_table
@@ -60,6 +68,13 @@ class Figures:
         miou_ci: (2,) likewise.
         per_image_miou: Mean over the seeds of the mean per-image mIoU; None without per-image counts.
         per_image_miou_ci: (2,) its interval, None without.
+        miou_last_k: Mean over the seeds of each run's `miou_last_k` (the mean mIoU of its last k validations);
+            None unless every seed has one.
+        miou_last_k_std: Their sample std (NaN with one seed; None without the figure).
+        miou_last_k_by_seed: {seed key: the run's `miou_last_k`} of the seeds that have one.
+        per_class_last_k: (C,) mean over the seeds of each class's `per_class_iou_last_k` (nulls: NaN, left out
+            of the mean); None without `miou_last_k`.
+        last_k: The k of the figure when all its seeds agree on it, else None.
     """
 
     seeds: list
@@ -72,6 +87,11 @@ class Figures:
     miou_ci: np.ndarray | None = None
     per_image_miou: float | None = None
     per_image_miou_ci: np.ndarray | None = None
+    miou_last_k: float | None = None
+    miou_last_k_std: float | None = None
+    miou_last_k_by_seed: dict = field(default_factory=dict)
+    per_class_last_k: np.ndarray | None = None
+    last_k: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,13 @@ class Delta:
         miou_ci: (2,) its interval, None without pairs.
         miou_p: Its p-value, None without pairs.
         miou_significant: miou_p < alpha with at least 2 seed pairs.
+        miou_last_k: Δ of the mean of the last k validations: the mean of the differences over the seed pairs (no
+            pair: the difference of the seed means); None unless both methods have the figure.
+        miou_last_k_pairs: Its seed pairs.
+        miou_last_k_ci: (2,) the paired t-test's interval over the seed pairs (over seeds only: no image
+            bootstrap, the last k validations of a run are not independent measurements); None with < 2 pairs.
+        miou_last_k_p: The paired t-test's p; None with < 2 pairs.
+        miou_last_k_significant: miou_last_k_p < alpha.
     """
 
     method: str
@@ -106,6 +133,11 @@ class Delta:
     miou_ci: np.ndarray | None = None
     miou_p: float | None = None
     miou_significant: bool = False
+    miou_last_k: float | None = None
+    miou_last_k_pairs: int = 0
+    miou_last_k_ci: np.ndarray | None = None
+    miou_last_k_p: float | None = None
+    miou_last_k_significant: bool = False
 
 
 @dataclass
@@ -187,15 +219,39 @@ def _settings(counts: list[PerImage], settings: dict, notes: list[str]) -> dict:
     return {**settings, "groups": None}
 
 
+def _last_k(runs: list[Run], keys: list, classes: list[str]) -> dict:
+    """The `Figures` fields of the mean of the last k validations, from the runs' reports (see the module docs)."""
+    by_seed = {
+        key: float(run.report["miou_last_k"])
+        for key, run in zip(keys, runs, strict=True)
+        if run.report.get("miou_last_k") is not None
+    }
+    if len(by_seed) < len(runs):
+        return {"miou_last_k_by_seed": by_seed}
+    values = np.array(list(by_seed.values()))
+    per_class = np.array(
+        [[np.nan if v is None else v for v in map((run.report.get("per_class_iou_last_k") or {}).get, classes)]
+         for run in runs], dtype=np.float64,
+    )  # fmt: skip
+    ks = {(run.report.get("last_k") or {}).get("k") for run in runs}
+    return {
+        "miou_last_k": float(values.mean()), "miou_last_k_std": float(column_std(values[:, None])[0]),
+        "miou_last_k_by_seed": by_seed, "per_class_last_k": mean_iou(per_class.T),
+        "last_k": ks.pop() if len(ks) == 1 else None,
+    }  # fmt: skip
+
+
 def _figures(
     per_class: pd.DataFrame, method: str, runs: list[Run], counts: dict[str, PerImage], settings: dict, notes: list[str]
 ) -> Figures:
-    by_run = iou_by_run(per_class, method).reindex([run.name for run in runs]).to_numpy()
+    table = iou_by_run(per_class, method).reindex([run.name for run in runs])
+    by_run = table.to_numpy()
     mious, per_class_mean = mean_iou(by_run), mean_iou(by_run.T)
     keys = _seed_keys(runs)
     figures = Figures(
         seeds=keys, per_class=per_class_mean, per_class_std=column_std(by_run), miou=float(mean_iou(mious)),
         miou_std=float(column_std(mious[:, None])[0]), miou_by_seed=dict(zip(keys, mious.tolist(), strict=True)),
+        **_last_k(runs, keys, list(table.columns)),
     )  # fmt: skip
     if not all(run.name in counts for run in runs):
         return figures
@@ -210,10 +266,33 @@ def _figures(
     )  # fmt: skip
 
 
+def _last_k_delta(method: Figures, against: Figures, level: float, alpha: float) -> dict:
+    """The `Delta` fields of the mean of the last k validations, paired by seed key (see the module docs): a
+    paired t-test over the seed pairs, never an image bootstrap."""
+    if method.miou_last_k is None or against.miou_last_k is None:
+        return {}
+    common = [key for key in against.miou_last_k_by_seed if key in method.miou_last_k_by_seed]
+    if not common:
+        return {"miou_last_k": method.miou_last_k - against.miou_last_k}
+    ours = np.array([method.miou_last_k_by_seed[key] for key in common])
+    theirs = np.array([against.miou_last_k_by_seed[key] for key in common])
+    fields = {"miou_last_k": float(np.mean(ours - theirs)), "miou_last_k_pairs": len(common)}
+    if len(common) < 2:
+        return fields
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # equal differences: scipy warns of precision loss
+        test = ttest_rel(ours, theirs)
+        interval = test.confidence_interval(confidence_level=level)
+    p = float(test.pvalue)
+    return {**fields, "miou_last_k_ci": np.array([interval.low, interval.high], dtype=np.float64),
+            "miou_last_k_p": p, "miou_last_k_significant": bool(p < alpha)}  # fmt: skip
+
+
 def _delta(
     comparison_inputs: tuple, method: str, against: str, notes: list[str], alpha: float, settings: dict
 ) -> Delta:
     per_class, runs_of, counts, figures = comparison_inputs
+    last_k = _last_k_delta(figures[method], figures[against], settings["level"], alpha)
     keys = {m: dict(zip(_seed_keys(runs_of[m]), runs_of[m], strict=True)) for m in (method, against)}
     common = [key for key in keys[against] if key in keys[method]]
     pairs = [
@@ -232,7 +311,7 @@ def _delta(
     if not pairs:
         gains = iou_by_run(per_class, method).to_numpy() - figures[against].per_class[None, :]
         return Delta(method, against, 0, figures[method].per_class - figures[against].per_class, column_std(gains),
-                     figures[method].miou - figures[against].miou)  # fmt: skip
+                     figures[method].miou - figures[against].miou, **last_k)  # fmt: skip
     result = paired_bootstrap(
         [(counts[m.name].intersection, counts[m.name].union) for m, _ in pairs],
         [(counts[r.name].intersection, counts[r.name].union) for _, r in pairs],
@@ -246,7 +325,7 @@ def _delta(
         method, against, len(pairs), 100.0 * result.delta, np.full(result.delta.shape, np.nan), 100.0 * result.miou,
         per_class_ci=100.0 * result.delta_ci, p=result.p, p_holm=p_holm,
         significant=marked & (np.nan_to_num(p_holm, nan=1.0) < alpha), miou_ci=100.0 * result.miou_ci,
-        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha),
+        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha), **last_k,
     )  # fmt: skip
 
 

@@ -4,7 +4,9 @@
 over the reference, the fairness summary and the leaderboard (`tailseg compare` documents their columns);
 `comparison_frames` gives the same tables as DataFrames, for the notebooks. Figures with an interval read
 `49.9 [47.1, 52.3]`, Δ cells `+2.1 [0.4, 3.9]*` (`*`: significant, see `tailseg.analysis.comparison`),
-figures without one (reports without per-image counts) `49.90 ± 1.20`, mean ± std over seeds.
+figures without one (reports without per-image counts) `49.90 ± 1.20`, mean ± std over seeds. Where some method
+has the mean of the last k validations (`miou_last_k`), the leaderboard shows it beside the final mIoU (mean ± std
+over seeds) with its seed-paired Δ to the reference (`+1.2 [-0.5, 2.9]*`, paired t-test over the seed pairs).
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def delta_text(delta: Delta, index: int | None = None) -> str:
     interval = None if delta.per_class_ci is None else delta.per_class_ci[:, index]
     text = interval_text(delta.per_class[index], interval, delta.per_class_std[index], signed=True)
     return text + ("*" if delta.significant is not None and delta.significant[index] else "")
+
+
+def last_k_delta_text(delta: Delta) -> str:
+    """The Δ cell of the mean of the last k validations: "+1.2 [-0.5, 2.9]*" (`*`: p < alpha), "+1.20" with fewer
+    than 2 seed pairs, "n/a" without the figure."""
+    text = interval_text(delta.miou_last_k, delta.miou_last_k_ci, signed=True)
+    return text + ("*" if delta.miou_last_k_significant else "")
 
 
 def class_order(comparison: Comparison, sort: str = "reference") -> list[str]:
@@ -103,6 +112,8 @@ def leaderboard(comparison: Comparison) -> Table:
     columns = ["rare5_miou", "worst", "std", "sorted_bottom"]
     if (text["rare5_miou"] == "n/a").all():
         columns.remove("rare5_miou")
+    ks = {f.last_k for f in c.figures.values() if f.miou_last_k is not None}
+    last = f"last {ks.pop() if len(ks) == 1 and None not in ks else 'k'}" if ks else None
     rows = []
     for method in sorted(c.methods, key=lambda m: -np.nan_to_num(c.figures[m].miou, nan=-np.inf)):
         f = c.figures[method]
@@ -114,18 +125,30 @@ def leaderboard(comparison: Comparison) -> Table:
         rows.append([
             method, str(len(f.seeds)), interval_text(f.miou, f.miou_ci, f.miou_std),
             "" if method == c.reference else delta_text(c.deltas[method]),
+            *([interval_text(f.miou_last_k, None, f.miou_last_k_std),
+               "" if method == c.reference else last_k_delta_text(c.deltas[method])] if last else []),
             interval_text(f.per_image_miou, f.per_image_miou_ci),
             "" if method == c.top else delta_text(c.versus_top[method]), c.groups.get(method) or "n/a", better,
             *[text.loc[method, column] for column in columns],
         ])  # fmt: skip
-    header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}", "per-image mIoU", f"mIoU − top ({c.top})",
-              "group", f"P(> {c.reference})", *[LABELS[column] for column in columns]]  # fmt: skip
+    header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}",
+              *([f"mIoU {last}", f"Δ {last} vs {c.reference}"] if last else []), "per-image mIoU",
+              f"mIoU − top ({c.top})", "group", f"P(> {c.reference})",
+              *[LABELS[column] for column in columns]]  # fmt: skip
     under = [
         f"group 1: {c.top} (the top mIoU) and every method whose paired {100 * c.level:g}% interval of ΔmIoU "
         f"against it contains 0; 'below': the interval excludes 0; n/a: no per-image counts to pair",
         f"P(> {c.reference}): share of seed pairs where the method's mIoU is higher (ties count 1/2), with 3 "
         "seed pairs or more",
     ]
+    if last:
+        under.append(
+            f"mIoU {last}: mean ± std over seeds of each run's mean mIoU over its {last} validations (n/a unless "
+            f"every seed reports it); Δ {last} vs {c.reference}: mean of the differences over the seed pairs "
+            f"[{100 * c.level:g}% interval of a paired t-test over the seed pairs, with 2 pairs or more], * its "
+            f"p < {c.alpha:g}; over seeds only: the last validations of one run are not independent measurements, "
+            "so no image bootstrap"
+        )
     return (f"Leaderboard (%), by mIoU; reference {c.reference}", header, rows, under)
 
 
