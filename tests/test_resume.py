@@ -29,7 +29,7 @@ from tailseg.cli import PREEMPTED, main
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     name: ROOT / "experiments" / "synthetic" / f"{name}.yaml"
-    for name in ("base", "base_plus", "stce", "rare_class", "repeat_factor")
+    for name in ("base", "base_plus", "stce", "rare_class", "repeat_factor", "blv")
 }
 STEPS = 10
 

@@ -8,7 +8,7 @@ Lightning's, and this is all it holds:
 
 | part of the checkpoint | written by | what |
 | --- | --- | --- |
-| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state, summed over the DDP ranks: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
+| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α) and other per-class vectors derived from the class statistics (logit adjustment's log prior, BLV's variation scales); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state, summed over the DDP ranks: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
 | `optimizer_states`, `lr_schedulers` | Lightning | SGD momentum, position of the poly schedule |
 | `loops` | Lightning | epoch, global step, batches done in the epoch |
 | `SegmentationDataModule` | the DataModule | the **training stream** below |
@@ -27,8 +27,8 @@ that decides what the rest of the run draws:
 - `sampler`: the sampler's state - seed, epoch and the feedback it received: the performance-aware
   sampler's IoU (`tailseg.sampling.PerformanceAwareSampler`), the tilted sampler's log L̃ and its last
   few values (`tailseg.sampling.TiltedClassSampler`);
-- `rng`: Python's, NumPy's and torch's global random streams of the training process (dropout); under
-  DDP those of every rank.
+- `rng`: Python's, NumPy's and torch's global random streams of the training process (dropout, the
+  logit noise of `BalancedLogitVariation`); under DDP those of every rank.
 
 Augmentations need no state: each crop's randomness is a pure function of (seed, epoch, rank,
 position) (`SeededKeys`). Callbacks hold no training state of their own.

@@ -6,30 +6,40 @@
 - Baselines: `MedianFrequencyCrossEntropy` (Eigen & Fergus), `ClassBalancedCrossEntropy` (Cui et al.),
   `FocalLoss` (Lin et al.),
   `BootstrappedCrossEntropy` (Wu et al.), `OhemCrossEntropy`.
+- Long-tail losses: `LogitAdjustedCrossEntropy` (`logit_adjusted_cross_entropy`; Menon et al., ICLR 2021),
+  `BalancedLogitVariation` (`blv_perturbation`, `blv_scales`; Wang et al., CVPR 2023: noise on the logits in
+  training only).
 
 Losses that need class statistics define `set_class_statistics(counts)`; the model calls it
 with the DataModule's cached (N, C) class pixel-count table.
 """
 
+from tailseg.losses.blv import BalancedLogitVariation, blv_perturbation, blv_scales
 from tailseg.losses.bootstrap import BootstrappedCrossEntropy
 from tailseg.losses.ce import CrossEntropy
 from tailseg.losses.class_balanced import ClassBalancedCrossEntropy, effective_number_weights
 from tailseg.losses.focal import FocalLoss
 from tailseg.losses.lmp import LossMaxPooling, lmp_weights, loss_max_pooling
+from tailseg.losses.logit_adjust import LogitAdjustedCrossEntropy, logit_adjusted_cross_entropy
 from tailseg.losses.ohem import OhemCrossEntropy
 from tailseg.losses.tilted import TiltedCrossEntropy
 from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy
 
 __all__ = [
+    "BalancedLogitVariation",
     "BootstrappedCrossEntropy",
     "ClassBalancedCrossEntropy",
     "CrossEntropy",
     "FocalLoss",
+    "LogitAdjustedCrossEntropy",
     "LossMaxPooling",
     "MedianFrequencyCrossEntropy",
     "OhemCrossEntropy",
     "TiltedCrossEntropy",
+    "blv_perturbation",
+    "blv_scales",
     "effective_number_weights",
     "lmp_weights",
+    "logit_adjusted_cross_entropy",
     "loss_max_pooling",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tailseg.losses.common import check_logits_target, float32_forward, pixel_cross_entropy
+from tailseg.losses.common import check_logits_target, float32_forward, mean_cross_entropy
 
 
 class CrossEntropy(nn.Module):
@@ -25,5 +25,4 @@ class CrossEntropy(nn.Module):
     @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_logits_target(logits, target, type(self).__name__)
-        losses, valid = pixel_cross_entropy(logits, target, self.ignore_index)
-        return losses.sum() / valid.sum().clamp_min(1)
+        return mean_cross_entropy(logits, target, self.ignore_index)

@@ -12,6 +12,7 @@ the gradient flows back to the network in the logits' dtype.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,13 @@ def float32_forward(forward: Callable[..., torch.Tensor]) -> Callable[..., torch
     return wrapped
 
 
+def check_nonnegative(value: object, field: str, name: str) -> float:
+    """`value` as a float; ValueError naming the loss and the field unless it is a finite number >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: {field} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_logits_target(logits: torch.Tensor, target: torch.Tensor, name: str) -> None:
     """Raise a ValueError naming the loss if the shapes are not (B, C, H, W) and (B, H, W)."""
     if logits.ndim != 4 or target.ndim != 3:
@@ -63,3 +71,10 @@ def pixel_cross_entropy(
     compute = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
     losses = F.cross_entropy(compute, target, ignore_index=ignore_index, reduction="none")
     return losses, valid
+
+
+def mean_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over the valid pixels of the batch (`pixel_cross_entropy`); 0 with a zero gradient when
+    no pixel is valid."""
+    losses, valid = pixel_cross_entropy(logits, target, ignore_index)
+    return losses.sum() / valid.sum().clamp_min(1)

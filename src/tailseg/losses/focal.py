@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from tailseg.losses.common import check_logits_target, float32_forward
+from tailseg.losses.common import check_logits_target, check_nonnegative, float32_forward
 from tailseg.losses.weighted_ce import ClassWeightedLoss, check_class_pixel_counts
 
 
@@ -121,15 +119,14 @@ class FocalLoss(ClassWeightedLoss):
         ignore_index: int = 255,
     ) -> None:
         name = type(self).__name__
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"{name}: gamma must be a finite number >= 0, got {gamma!r}")
+        gamma = check_nonnegative(gamma, "gamma", name)
         if isinstance(alpha, str):
             if alpha != "inverse_frequency":
                 raise ValueError(f"{name}: alpha must be 'inverse_frequency', None or a list of floats, got {alpha!r}")
             super().__init__(None, inverse_frequency_weights, field="alpha")
         else:
             super().__init__(alpha, None, field="alpha")
-        self.gamma, self.alpha, self.ignore_index = float(gamma), alpha, ignore_index
+        self.gamma, self.alpha, self.ignore_index = gamma, alpha, ignore_index
 
     @float32_forward
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

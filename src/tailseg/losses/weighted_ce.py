@@ -111,7 +111,9 @@ class ClassWeightedLoss(nn.Module):
 
     The weights are kept in the `class_weights` buffer (None until known), so they move with the module
     and are saved in checkpoints; loading a checkpoint that holds them restores them even into a fresh
-    module whose weights are not set yet.
+    module whose weights are not set yet. Losses that derive another (C,) vector from the table keep it the
+    same way (`LogitAdjustedCrossEntropy`: the log class prior; `BalancedLogitVariation`: the variation
+    scales), naming it in `vector_name`.
 
     Args:
         weights: Fixed per-class weights, or None to derive them from the class pixel-count table.
@@ -120,6 +122,10 @@ class ClassWeightedLoss(nn.Module):
     """
 
     class_weights: torch.Tensor | None
+    #: What the (C,) vector is (plural), for the error messages: a subclass may keep another per-class vector.
+    vector_name = "class weights"
+    #: Whether the constructor takes fixed values of the vector (the error message then offers them).
+    takes_fixed = True
 
     def __init__(
         self,
@@ -165,11 +171,12 @@ class ClassWeightedLoss(nn.Module):
         if self.class_weights is None:
             if self._from_counts is None:
                 return None
+            fixed = f", or pass fixed `{self._field}`" if self.takes_fixed else ""
             raise RuntimeError(
-                f"{type(self).__name__}: class weights are not set. They are derived from the training set's "
+                f"{type(self).__name__}: {self.vector_name} are not set. They are derived from the training set's "
                 "(N, C) class pixel-count table, which SegmentationModel passes to `set_class_statistics(counts)` "
                 "at the start of fitting; call `set_class_statistics` yourself when using the loss outside "
-                f"`Trainer.fit`, or pass fixed `{self._field}`."
+                f"`Trainer.fit`{fixed}."
             )
         if self.class_weights.numel() != logits.shape[1]:
             raise ValueError(
