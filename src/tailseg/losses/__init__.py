@@ -6,6 +6,8 @@
 - Baselines: `MedianFrequencyCrossEntropy` (Eigen & Fergus), `ClassBalancedCrossEntropy` (Cui et al.),
   `FocalLoss` (Lin et al.),
   `BootstrappedCrossEntropy` (Wu et al.), `OhemCrossEntropy`.
+- `RecallCrossEntropy` (`recall_cross_entropy`): recall loss (Tian et al., ICRA 2022), cross-entropy weighted per
+  class by the batch's false-negative rate, optionally its moving average.
 
 Losses that need class statistics define `set_class_statistics(counts)`; the model calls it
 with the DataModule's cached (N, C) class pixel-count table.
@@ -17,6 +19,7 @@ from tailseg.losses.class_balanced import ClassBalancedCrossEntropy, effective_n
 from tailseg.losses.focal import FocalLoss
 from tailseg.losses.lmp import LossMaxPooling, lmp_weights, loss_max_pooling
 from tailseg.losses.ohem import OhemCrossEntropy
+from tailseg.losses.recall import RecallCrossEntropy, recall_cross_entropy
 from tailseg.losses.tilted import TiltedCrossEntropy
 from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy
 
@@ -28,8 +31,10 @@ __all__ = [
     "LossMaxPooling",
     "MedianFrequencyCrossEntropy",
     "OhemCrossEntropy",
+    "RecallCrossEntropy",
     "TiltedCrossEntropy",
     "effective_number_weights",
     "lmp_weights",
     "loss_max_pooling",
+    "recall_cross_entropy",
 ]
