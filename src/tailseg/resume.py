@@ -8,7 +8,7 @@ Lightning's, and this is all it holds:
 
 | part of the checkpoint | written by | what |
 | --- | --- | --- |
-| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α) and other per-class vectors derived from the class statistics (logit adjustment's log prior, BLV's variation scales); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state, summed over the DDP ranks: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
+| `state_dict` | the model | the weights; the loss's class weights (median frequency, focal α) and other per-class vectors derived from the class statistics (logit adjustment's log prior, BLV's variation scales); the recall loss's moving average of the recall, with `momentum` (`tailseg.losses.recall`: the same on every DDP rank, its counts summed over the ranks); the training confusion matrix of the epoch so far (`SegmentationModel.iou.train_iou`, a persistent torchmetrics state, summed over the DDP ranks: the epoch's training IoU, which the performance-aware sampler is fed, then covers the whole epoch) |
 | `optimizer_states`, `lr_schedulers` | Lightning | SGD momentum, position of the poly schedule |
 | `loops` | Lightning | epoch, global step, batches done in the epoch |
 | `SegmentationDataModule` | the DataModule | the **training stream** below |

@@ -9,6 +9,8 @@
 - Long-tail losses: `LogitAdjustedCrossEntropy` (`logit_adjusted_cross_entropy`; Menon et al., ICLR 2021),
   `BalancedLogitVariation` (`blv_perturbation`, `blv_scales`; Wang et al., CVPR 2023: noise on the logits in
   training only).
+- `RecallCrossEntropy` (`recall_cross_entropy`): recall loss (Tian et al., ICRA 2022), cross-entropy weighted per
+  class by the batch's false-negative rate, optionally its moving average.
 
 Losses that need class statistics define `set_class_statistics(counts)`; the model calls it
 with the DataModule's cached (N, C) class pixel-count table.
@@ -22,6 +24,7 @@ from tailseg.losses.focal import FocalLoss
 from tailseg.losses.lmp import LossMaxPooling, lmp_weights, loss_max_pooling
 from tailseg.losses.logit_adjust import LogitAdjustedCrossEntropy, logit_adjusted_cross_entropy
 from tailseg.losses.ohem import OhemCrossEntropy
+from tailseg.losses.recall import RecallCrossEntropy, recall_cross_entropy
 from tailseg.losses.tilted import TiltedCrossEntropy
 from tailseg.losses.weighted_ce import MedianFrequencyCrossEntropy
 
@@ -35,6 +38,7 @@ __all__ = [
     "LossMaxPooling",
     "MedianFrequencyCrossEntropy",
     "OhemCrossEntropy",
+    "RecallCrossEntropy",
     "TiltedCrossEntropy",
     "blv_perturbation",
     "blv_scales",
@@ -42,4 +46,5 @@ __all__ = [
     "lmp_weights",
     "logit_adjusted_cross_entropy",
     "loss_max_pooling",
+    "recall_cross_entropy",
 ]
