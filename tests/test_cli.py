@@ -75,9 +75,16 @@ def test_configs_exist():
 ADAPTED = {"root", "num_images", "height", "width", "pad_to"}
 
 
+def is_class_entry(value) -> bool:
+    """Whether a YAML value is a class entry (a mapping with a class_path)."""
+    return isinstance(value, dict) and "class_path" in value
+
+
 def assert_built_as_configured(entry: dict | None, obj, default: str, what: str) -> None:
     """`obj` is an instance of the YAML entry's class_path (`default` without an entry), and each of the entry's
-    init_args that the object keeps as an attribute of the same name has the YAML's value."""
+    init_args that the object keeps as an attribute of the same name has the YAML's value. An init_arg that is
+    itself a class entry, or a list of class entries (e.g. the `terms` of `tailseg.losses.Sum`), is checked the same
+    way against the object (or the objects, in order) that the attribute holds."""
     path = (entry or {"class_path": default})["class_path"]
     if "." in path:  # a full class path: the class itself
         module, name = path.rsplit(".", 1)
@@ -89,6 +96,15 @@ def assert_built_as_configured(entry: dict | None, obj, default: str, what: str)
         if key in ADAPTED or not hasattr(obj, key):
             continue
         got = getattr(obj, key)
+        if is_class_entry(value):
+            assert_built_as_configured(value, got, "", f"{what}.{key}")
+            continue
+        if isinstance(value, list) and value and all(is_class_entry(v) for v in value):
+            built = list(got)
+            assert len(built) == len(value), f"{what}.{key}: built {len(built)} entries, the YAML has {len(value)}"
+            for k, (item, one) in enumerate(zip(value, built, strict=True)):
+                assert_built_as_configured(item, one, "", f"{what}.{key}[{k}]")
+            continue
         if isinstance(got, tuple):
             got = list(got)
         if isinstance(value, float):

@@ -5,6 +5,13 @@ training crops), `val/loss`, `val/miou`, `val/iou/<class>` and the same under `t
 data-set-level (one confusion matrix summed over the whole split); classes absent from both
 the predictions and the ground truth are NaN and left out of the mean.
 
+A loss made of terms (`tailseg.losses.Sum`) says so through one attribute, `term_values`: {term name: the term's
+unweighted value at the loss's last call}, with its keys fixed when the loss is built. Each term is then logged
+beside the loss: `train/loss/<name>` at every logged step (the values of the step, as `train/loss`), and
+`val/loss/<name>`, `test/loss/<name>` as the mean over the images, kept like `val/loss` in a `MeanMetric` per
+term (synced over the DDP ranks, not saved in checkpoints), so that the weighted sum of the logged terms is the
+logged loss. Losses without `term_values` log only their total.
+
 Every validation and test also keeps each image's data-set index and per-class intersection and union pixel
 counts (`tailseg.metrics.PerImageCounts`, gathered over the DDP ranks), in `latest_per_image`, which the
 report's per-image counts and bootstrap intervals are made of (`tailseg.callbacks.report`).
@@ -81,7 +88,8 @@ class SegmentationModel(pl.LightningModule):
         encoder_output_stride: 8 or 16.
         decoder_atrous_rates: The ASPP's three atrous rates.
         decoder_channels: Width of the decoder.
-        loss: The training loss, `loss(logits, target) -> scalar`; default cross-entropy.
+        loss: The training loss, `loss(logits, target) -> scalar`; default cross-entropy. `tailseg.losses.Sum`
+            makes a weighted sum of losses, whose terms are logged one by one (`term_values`, module docs).
         optimizer: A factory `params -> Optimizer`; default SGD(lr=0.01, momentum=0.9,
             weight_decay=1e-4).
         lr_scheduler: A factory `(optimizer, total_steps) -> LRScheduler`, stepped every step;
@@ -154,7 +162,7 @@ class SegmentationModel(pl.LightningModule):
         if loss_ignore != self.ignore_index:
             raise ValueError(
                 f"SegmentationModel: the loss's ignore_index ({loss_ignore}) differs from the data's ({self.ignore_index}); "
-                "set model.loss.init_args.ignore_index to match"
+                "set model.loss.init_args.ignore_index to match (for a tailseg.losses.Sum, that of each term)"
             )
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         if optimizer is not None:  # a wrong value (e.g. a negative lr) stops here, not at the start of training
@@ -184,6 +192,14 @@ class SegmentationModel(pl.LightningModule):
         # val/test loss: a mean over images that torchmetrics syncs over the ranks (Lightning's own mean of
         # logged values would weigh ranks with fewer images like the others)
         self.eval_loss = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("val", "test")})
+        # the same for each term of a loss made of terms (`term_values`), keyed "<stage>_<term name>"
+        self.eval_loss_terms = nn.ModuleDict(
+            {f"{s}_{name}": MeanMetric() for s in ("val", "test") for name in self._loss_terms()}
+        )
+
+    def _loss_terms(self) -> dict[str, torch.Tensor | None]:
+        """The loss's `term_values` ({term name: its value at the last call}); {} for a loss without terms."""
+        return dict(getattr(self.loss, "term_values", None) or {})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -243,6 +259,8 @@ class SegmentationModel(pl.LightningModule):
             )
         self.iou["train_iou"].update(logits.detach().argmax(1), batch["mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        for name, value in self._loss_terms().items():
+            self.log(f"train/loss/{name}", value, batch_size=len(logits))
         return loss
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -257,6 +275,10 @@ class SegmentationModel(pl.LightningModule):
         loss = self.eval_loss[f"{stage}_loss"]
         loss.update(in_float32(self.loss, logits, batch["mask"]), weight=len(logits))
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True)
+        for name, value in self._loss_terms().items():
+            term = self.eval_loss_terms[f"{stage}_{name}"]
+            term.update(value, weight=len(logits))
+            self.log(f"{stage}/loss/{name}", term, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
