@@ -198,3 +198,34 @@ def _help(subcommand: str, capsys) -> str:
 def test_ckpt_path_help_says_what_tailseg_does(subcommand, capsys):
     """The subcommands' parsers (`subcommand_parsers`) hold `--ckpt_path`, whose help tailseg replaces."""
     assert " ".join(CKPT_PATH_HELP[subcommand].split()) in _help(subcommand, capsys)
+
+
+class FailInStep(pl.Callback):
+    """Raises inside the training step of global step 2; in `on_exception` records the run's batch progress
+    (ready, started, processed) before and after `undo_unfinished_batch`."""
+
+    def __init__(self) -> None:
+        self.before = self.after = None
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if trainer.global_step == 2:
+            raise RuntimeError("inside the step")
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        def counts():
+            p = trainer.fit_loop.epoch_loop.batch_progress
+            return [(t.ready, t.started, t.processed) for t in (p.total, p.current)]
+
+        self.before = counts()
+        compat.undo_unfinished_batch(trainer)
+        self.after = counts()
+
+
+def test_a_failed_step_has_counted_its_batch_ready_and_the_undo_takes_it_back(tmp_path):
+    """The counts `undo_unfinished_batch` corrects: the failed batch (the third, global step 2, epoch 0) is ready and
+    started but not processed; after the undo all three say the two finished batches."""
+    spy = FailInStep()
+    with pytest.raises(RuntimeError, match="inside the step"):
+        _trainer(tmp_path, 5, [spy]).fit(Tiny(), _data())
+    assert spy.before == [(3, 3, 2), (3, 3, 2)]
+    assert spy.after == [(2, 2, 2), (2, 2, 2)]

@@ -111,6 +111,34 @@ def test_resume_from_any_step_reaches_the_uninterrupted_run(config, workers, tmp
         _assert_same_run(full, tmp_path / "full" / f"version_{version}", step)
 
 
+@pytest.mark.parametrize("stop", ["checkpoint", "exception", "sigterm"])
+def test_resume_keeps_the_validation_schedule_of_val_check_interval(stop, tmp_path, one_thread):
+    """Validation every 3 training batches across epochs (`val_check_interval`, `check_val_every_n_epoch: null`, as
+    the CamVid configs): a run resumed inside an epoch - from a step's checkpoint, from the checkpoint of a failure
+    inside a step, from the one written on SIGTERM - validates at the same steps as the uninterrupted run.
+
+    Lightning counts that schedule with its batch progress, whose `completed` count in a checkpoint written after a
+    batch's training step can lag the batch by one (Lightning issues #19367, #19815); restored as it is, every
+    resume would move the later validations one batch earlier (`tailseg.lightning_compat.align_batch_progress`)."""
+    interval = ("--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", "3")
+    _fit("base", tmp_path / "full", 0, *interval)
+    full = tmp_path / "full" / "version_0"
+    val_steps = [int(row["step"]) for row in _metrics_after(full, -1) if "val/miou" in row]
+    assert val_steps == [2, 5, 8, 10], val_steps  # after batches 3, 6, 9 (logged at step - 1) and the end of fit
+    if stop == "checkpoint":
+        ckpt, step = _checkpoint(full, 5), 5
+    else:
+        stopper = ["--trainer.callbacks+=test_resume.FailAtStep" if stop == "exception" else
+                   "--trainer.callbacks+=test_resume.TermAtStep", "--trainer.callbacks.step", "5"]  # fmt: skip
+        with pytest.raises(BaseException):
+            _fit("base", tmp_path / "part", 0, *interval, *stopper)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        ckpt = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
+        step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    _fit("base", tmp_path / "full", 0, *interval, "--ckpt_path", str(ckpt))
+    _assert_same_run(full, tmp_path / "full" / "version_1", step)
+
+
 @pytest.mark.parametrize("config", ["rare_class", "repeat_factor"])
 def test_the_frequency_samplers_resume_exactly(config, tmp_path, one_thread):
     """The peers' samplers keep the contract: a run resumed inside an epoch reaches the uninterrupted one."""
@@ -222,3 +250,4 @@ def test_the_command_stopped_by_sigterm_exits_with_143_after_saving(tmp_path):
     assert done.returncode == PREEMPTED == 143, done.stderr[-2000:]
     last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
+

@@ -9,6 +9,7 @@ a tiny real `Trainer` run, so that an upgrade that changes one fails there, by n
 | --- | --- |
 | `batches_done_in_epoch` | `fit_loop.epoch_loop.batch_progress.current.processed`: the batches of the current epoch whose training step finished, the current one included from its `on_train_batch_end` on (so also in a checkpoint written there); restored from a checkpoint |
 | `step_unfinished` | `current.started > current.processed` between a batch's `on_train_batch_start` hooks and the end of its training step (e.g. in `on_exception` after a failure inside the step) |
+| `undo_unfinished_batch` | `batch_progress.total` / `.current`: a step that failed has counted its batch as `ready` and `started` but not `processed`; Lightning restores `total.ready` as saved and counts `val_check_interval` with it (`total_batch_idx`), so a checkpoint that keeps those counts moves every later validation one batch earlier (Lightning issues #19367, #19815) |
 | `set_logging_step` | `fit_loop.epoch_loop._batches_that_stepped`: the step the loggers write rows under |
 | `last_saved_step` | `ModelCheckpoint._last_global_step_saved`: the global step of the last checkpoint it wrote |
 | `training_prefetch_depth` | how many batches of a training epoch have been drawn from the sampler before a step starts: the DataLoader's `prefetch_factor` (2 by default) × `num_workers`, and nothing more from Lightning, whose training fetcher prefetches no batch from a loader that has a length |
@@ -86,6 +87,18 @@ def step_unfinished(trainer: pl.Trainer) -> bool:
     """Whether a training step has started (its `on_train_batch_start` hooks ran) and not finished."""
     progress = trainer.fit_loop.epoch_loop.batch_progress.current
     return progress.started > progress.processed
+
+
+def undo_unfinished_batch(trainer: pl.Trainer) -> None:
+    """Count the batch of a step that failed as not begun: `ready` and `started` of the batch progress (the epoch's
+    and the run's) back to `processed`, the batches whose training step finished.
+
+    A checkpoint written after a failure inside a step (`PreemptionCheckpoint`) then holds the counts of the step's
+    start, and the resumed run, which trains that batch again, validates at the steps of the uninterrupted run
+    (Lightning schedules `val_check_interval` by `total.ready`, which it restores as saved)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    for tracker in (progress.total, progress.current):
+        tracker.ready = tracker.started = tracker.processed
 
 
 def set_logging_step(trainer: pl.Trainer, step: int) -> None:

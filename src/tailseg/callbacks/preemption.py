@@ -6,7 +6,8 @@ due), raises `SIGTERMException`, and calls every callback's `on_exception`; this
 run's state at that point to `<checkpoint dir>/last.ckpt` - the same file `ModelCheckpoint(save_last=True)`
 keeps - so that `tailseg fit ... --ckpt_path last` continues exactly where the run stopped
 (`tailseg.resume`). An exception raised inside a step (e.g. out of memory) gets the same treatment:
-the checkpoint counts that step as not done, and the resumed run trains it again. The forward pass of
+the checkpoint counts that step as not done (its batch too, in Lightning's batch progress, so that a resumed run
+validates at the uninterrupted run's steps), and the resumed run trains it again. The forward pass of
 the failed step has already moved the batch-norm running statistics, the training confusion matrix
 and the random streams, so the callback keeps a copy of those (every tensor of the model's state that
 is not a parameter, a small fraction of it) at the start of each step and puts them back before
@@ -36,7 +37,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from tailseg.lightning_compat import batches_done_in_epoch, step_unfinished
+from tailseg.lightning_compat import batches_done_in_epoch, step_unfinished, undo_unfinished_batch
 from tailseg.resume import rng_states, set_rng_states
 
 
@@ -74,6 +75,7 @@ class PreemptionCheckpoint(pl.Callback):
             with torch.no_grad():
                 pl_module.load_state_dict(state, strict=False)
             set_rng_states(rng)
+            undo_unfinished_batch(trainer)  # and its batch, which the resumed run trains again
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not self._training:
