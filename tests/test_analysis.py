@@ -227,6 +227,19 @@ def test_sorted_iou_table_order_and_groups(demo_runs):
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == table["class"].tolist()
 
 
+def test_bottom_classes_are_the_sorted_bottom_group(demo_runs):
+    frame = ta.load_per_class(demo_runs)
+    # base IoU: rider 0, pole 30, car 70, sky 80, road 90 (bus: none) -> ⌈0.25 · 5⌉ = 2, lowest first
+    assert ta.bottom_classes(frame, "base") == ["rider", "pole"]
+    table = ta.sorted_iou_table(frame, "base")
+    assert ta.bottom_classes(frame, "base") == table.loc[table["bottom"], "class"].tolist()
+    assert ta.bottom_classes(frame, "base", fraction=0.5) == ["rider", "pole", "car"]
+    # lmp's seeds have an IoU in both: their sorted_bottom is the mean over exactly these classes
+    by_run = ta.fairness_by_run(frame, reference="base").set_index("run")
+    for run, iou in ta.iou_by_run(frame, "lmp").iterrows():
+        assert by_run.loc[run, "sorted_bottom"] == pytest.approx(iou[["rider", "pole"]].mean())
+
+
 def test_fairness_table_is_mean_and_std_over_seeds(demo_runs):
     frame = ta.load_per_class(demo_runs)
     table = ta.fairness_table(frame, reference="base")

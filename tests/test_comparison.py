@@ -20,20 +20,22 @@ IMAGES = [f"img{i:02d}" for i in range(30)]
 
 def counts(seed: int, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image counts on IMAGES: union fixed by the image, intersection = quality × union with per-seed noise."""
-    union = np.random.default_rng(100).integers(200, 1000, size=(len(IMAGES), len(CLASSES)))
+    union = np.random.default_rng(100).integers(200, 1000, size=(len(IMAGES), len(quality)))
     noise = np.random.default_rng(seed).normal(0, 0.02, size=union.shape)
     return (union * np.clip(quality + noise, 0, 1)).astype(np.int64), union
 
 
-def write_report(folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None, extra=None):
+def write_report(
+    folder, seed: int, per_image=None, iou=None, images=IMAGES, groups=None, extra=None, classes=CLASSES, freq=FREQ
+):
     folder.mkdir(parents=True, exist_ok=True)
-    report = {"class_frequency": FREQ, "config": {"seed_everything": seed}, "run_dir": str(folder), **(extra or {})}
+    report = {"class_frequency": freq, "config": {"seed_everything": seed}, "run_dir": str(folder), **(extra or {})}
     if per_image is not None:
         intersection, union = per_image
         iou = 100.0 * iou_from_counts(intersection.sum(0), union.sum(0))
         report["per_image"] = {"names": images, "groups": groups, "intersection": intersection.tolist(),
                                "union": union.tolist()}  # fmt: skip
-    report["per_class_iou"] = dict(zip(CLASSES, [float(v) for v in iou], strict=True))
+    report["per_class_iou"] = dict(zip(classes, [float(v) for v in iou], strict=True))
     report["miou"] = float(np.mean(iou))
     (folder / "report.json").write_text(json.dumps(report))
     return folder
@@ -111,9 +113,17 @@ def test_one_seed_gets_no_mark_and_a_note(tmp_path):
     d = c.deltas["lmp"]
     assert d.pairs == 1 and d.per_class_ci[0, CLASSES.index("rider")] > 0  # clearly better over images...
     assert not d.significant.any() and not d.miou_significant  # ...but no mark across seeds
+    assert c.bottom_classes == ["rider"] and d.bottom_ci[0] > 0 and d.bottom_p < 0.05  # likewise Δ bottom 25%
+    assert not d.bottom_significant
     assert "lmp: one seed: intervals over images only, no significance across seeds" in c.notes
     assert "lmp vs base: one seed pair: intervals over images only, no significance across seeds" in c.notes
     assert "*" not in "".join(cell for row in comparison_tables(c)[1][2] for cell in row)
+    header, rows, under = comparison_tables(c)[-1][1:]
+    assert header[-1] == "Δ bottom 25% vs base" and "*" not in "".join(cell for row in rows for cell in row)
+    low, high = d.bottom_ci
+    assert {row[0]: row for row in rows}["lmp"][-1] == f"{d.bottom:+.1f} [{low:.1f}, {high:.1f}]"
+    assert any(line.startswith("Δ bottom 25% vs base: mean IoU over base's worst 25% of the classes (rider;")
+               for line in under)  # fmt: skip
 
 
 def test_identical_methods_tie(tmp_path):
@@ -272,5 +282,60 @@ def test_no_last_k_no_column(runs):
     assert all(f.miou_last_k is None and f.per_class_last_k is None for f in c.figures.values())
     assert c.deltas["lmp"].miou_last_k is None and c.deltas["lmp"].miou_last_k_ci is None
     header, rows, under = comparison_tables(c)[-1][1:]
-    assert not any("last" in column for column in header) and len(header) == len(rows[0]) == 12
+    assert not any("last" in column for column in header) and len(header) == len(rows[0]) == 13
     assert not any("t-test" in line for line in under) and "last" not in render(c)
+
+
+SIX = ["road", "car", "rider", "sky", "pole", "sign"]
+SIX_FREQ = {"road": 0.4, "car": 0.2, "rider": 0.05, "sky": 0.25, "pole": 0.04, "sign": 0.06}
+
+
+def test_bottom_delta_by_hand(tmp_path):
+    """6 classes: base's worst quarter is ⌈1.5⌉ = 2 classes, pole and rider (pole lowest); lmp gains on both, tce
+    (the top mIoU) on sign (not in the set) only; old has no per-image counts."""
+    base = np.array([0.9, 0.7, 0.3, 0.8, 0.15, 0.5])
+    lmp = base + np.array([0.0, 0.0, 0.2, 0.0, 0.1, 0.0])
+    tce = base + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.45])
+    made = {"base": [counts(s, base) for s in range(3)], "lmp": [counts(10 + s, lmp) for s in range(3)],
+            "tce": [counts(20 + s, tce) for s in range(3)]}  # fmt: skip
+    for method, per_seed in made.items():
+        for seed, per_image in enumerate(per_seed):
+            write_report(tmp_path / method / f"seed{seed}", seed, per_image, classes=SIX, freq=SIX_FREQ)
+    old = [[90.0, 70.0, 40.0, 80.0, 30.0, 50.0], [90.0, 70.0, 44.0, 80.0, 20.0, 50.0]]
+    for seed, iou in enumerate(old):
+        write_report(tmp_path / "old" / f"seed{seed}", seed, iou=iou, classes=SIX, freq=SIX_FREQ)
+    c = build_comparison(tmp_path, resamples=300, seed=0)
+    assert c.bottom_classes == ["pole", "rider"] and c.fraction == 0.25
+    subset = [SIX.index("pole"), SIX.index("rider")]
+
+    def bottom_by_seed(method):
+        return [100.0 * np.mean(iou_from_counts(i.sum(0), u.sum(0))[subset]) for i, u in made[method]]
+
+    d = c.deltas["lmp"]
+    by_hand = np.mean(np.array(bottom_by_seed("lmp")) - np.array(bottom_by_seed("base")))
+    assert d.bottom == pytest.approx(by_hand) and by_hand > 10.0
+    assert d.bottom == pytest.approx(np.mean(d.per_class[subset]))  # no absent class: the mean of the per-class Δ
+    table = c.fairness  # the summary's "bottom 25% (sorted by reference)" of the same classes
+    assert d.bottom == pytest.approx(table.loc["lmp", ("sorted_bottom", "mean")] -
+                                     table.loc["base", ("sorted_bottom", "mean")])  # fmt: skip
+    assert d.bottom_ci[0] < d.bottom < d.bottom_ci[1] and d.bottom_ci[0] > 0 and d.bottom_significant
+    assert d.bottom_p < 0.05 and d.miou_significant
+    t = c.deltas["tce"]
+    assert t.bottom == pytest.approx(np.mean(np.array(bottom_by_seed("tce")) - np.array(bottom_by_seed("base"))))
+    assert abs(t.bottom) < 2.0 and t.miou > 5.0 and t.bottom_ci[0] < 0 < t.bottom_ci[1] and not t.bottom_significant
+    o = c.deltas["old"]  # no counts: the difference of the seed means, no interval
+    assert o.pairs == 0 and o.bottom_ci is None and o.bottom_p is None and not o.bottom_significant
+    assert o.bottom == pytest.approx(np.mean([np.mean([30.0, 40.0]), np.mean([20.0, 44.0])]) -
+                                     np.mean(bottom_by_seed("base")))  # fmt: skip
+    assert c.top == "tce"  # against the top: the same classes, base's
+    assert c.versus_top["lmp"].bottom == pytest.approx(d.bottom - t.bottom)
+    assert c.versus_top["base"].bottom == pytest.approx(-t.bottom)
+    header, rows, under = comparison_tables(c)[-1][1:]
+    rows = {row[0]: row for row in rows}
+    assert header[-2:] == ["bottom 25% (sorted by reference)", "Δ bottom 25% vs base"]
+    low, high = d.bottom_ci
+    assert rows["lmp"][-1] == f"{d.bottom:+.1f} [{low:.1f}, {high:.1f}]*" and rows["base"][-1] == ""
+    assert not rows["tce"][-1].endswith("*") and rows["old"][-1] == f"{o.bottom:+.2f}"
+    legend = [line for line in under if line.startswith("Δ bottom 25% vs base:")]
+    assert len(legend) == 1 and "(pole, rider;" in legend[0] and "paired by seed and image" in legend[0]
+    assert "| Δ bottom 25% vs base |" in render(c)

@@ -122,3 +122,60 @@ def test_groups_and_bad_input():
         paired_bootstrap([a, a], [b], resamples=10, seed=0)
     with pytest.raises(ValueError, match="differ"):
         paired_bootstrap([a], [(b[0][:10], b[1][:10])], resamples=10, seed=0)
+
+
+def test_class_subset_means_equal_a_naive_loop():
+    """Δ of the mean IoU over fixed class subsets, from the draws of the per-class Δ, against a loop by hand; class 3
+    is absent (union 0) from all but 2 images of the reference's seed 0 and the method's seed 1, so some drawn pairs
+    have no IoU of it on one side: that side's subset mean leaves it out (as mIoU), a pair with no IoU in the whole
+    subset on a side is left out of the resample's mean."""
+    rng = np.random.default_rng(8)
+    method = [counts(rng, quality=0.65) for _ in range(3)]
+    reference = [counts(rng) for _ in range(3)]
+    for intersection, union in (reference[0], method[1]):
+        intersection[:38, 3] = 0
+        union[:38, 3] = 0
+    subsets = {"low": [0, 3], "absent": [3], "all": [0, 1, 2, 3]}
+    result = paired_bootstrap(method, reference, resamples=300, seed=11, subsets=subsets)
+    plain = paired_bootstrap(method, reference, resamples=300, seed=11)
+    np.testing.assert_array_equal(result.miou_ci, plain.miou_ci)  # the same draws as without subsets
+    np.testing.assert_array_equal(result.delta_ci, plain.delta_ci)
+    seeds, weights = draw(3, 40, 300, 11)
+    left_out = 0
+    for name, classes in subsets.items():
+        samples = []
+        for r in range(300):
+            diffs = []
+            for j in range(3):
+                s, w = seeds[r, j], weights[r, j]
+                a = iou_from_counts(w @ method[s][0], w @ method[s][1])[classes]
+                b = iou_from_counts(w @ reference[s][0], w @ reference[s][1])[classes]
+                if np.isnan(a).all() or np.isnan(b).all():
+                    left_out += 1
+                    continue
+                diffs.append(np.mean(a[~np.isnan(a)]) - np.mean(b[~np.isnan(b)]))
+            samples.append(np.mean(diffs) if diffs else np.nan)
+        samples = np.array(samples)
+        subset = result.subsets[name]
+        assert subset.classes == tuple(classes)
+        np.testing.assert_allclose(subset.ci, percentile_interval(samples))
+        assert subset.p == pytest.approx(float(bootstrap_p(samples)))
+        whole = []
+        for m, b in zip(method, reference, strict=True):
+            a_iou = iou_from_counts(m[0].sum(0), m[1].sum(0))[classes]
+            b_iou = iou_from_counts(b[0].sum(0), b[1].sum(0))[classes]
+            whole.append(np.nanmean(a_iou) - np.nanmean(b_iou))
+        assert subset.delta == pytest.approx(np.mean(whole))
+    assert left_out > 0  # the absent class was left out of some pairs
+    np.testing.assert_allclose(result.subsets["all"].ci, result.miou_ci)  # every class: ΔmIoU
+    assert result.subsets["all"].p == pytest.approx(result.miou_p)
+    assert result.subsets["all"].delta == pytest.approx(result.miou)
+    assert plain.subsets == {}
+
+
+def test_bad_class_subsets():
+    rng = np.random.default_rng(9)
+    a, b = counts(rng), counts(rng)
+    for bad in ([], [0, 0], [4], [-1]):
+        with pytest.raises(ValueError, match="subset"):
+            paired_bootstrap([a], [b], resamples=10, seed=0, subsets={"bad": bad})

@@ -31,7 +31,9 @@ statistics); `tailseg.analysis.comparison_tables` formats it and this module wri
    ΔmIoU to the top method, the group (1: tied with the top method), P(> reference) (with 3 seeds or more)
    and the main columns of the summary; where some method's runs report the mean of their last k validations
    (`last_k`), also that figure (mean ± std over seeds) and its Δ to the reference paired by seed (a paired
-   t-test over the seed pairs: over seeds only, never over images).
+   t-test over the seed pairs: over seeds only, never over images); last, Δ bottom 25% vs the reference: the
+   mean IoU over the reference's worst quarter of the classes (a fixed set, named under the table), paired by
+   seed and image like ΔmIoU, `+3.2 [2.9, 3.4]*`.
 Notes under the tables say which figures have no interval and why (older reports, single seeds).
 `--figure` also draws the per-class gains against the pixel share, with their paired intervals (`gain_figure`).
 The reference is `--reference`, else the method named "base", else the first method.

@@ -10,7 +10,7 @@
   `comparison_tables` / `comparison_frames` format it;
 - `gains`: per-class gain vs pixel share (LMP paper, Fig. 3; `tailseg compare --figure`), `worst_k_table`;
 - `sorted_iou`: IoU sorted by the reference with bottom / top 25 % groups (TCE paper, Table 1);
-- `fairness`: the TCE paper's Table 3, mean ± std over seeds;
+- `fairness`: the TCE paper's Table 3, mean ± std over seeds; `bottom_classes`, the reference's worst quarter;
 - `evolution`: sampler probabilities and Stochastic TCE weights over the steps;
 - `predictions`: a model's confusion matrix and prediction overlays on fixed images;
 - `wandb_offline`: reading offline W&B run folders.
@@ -41,6 +41,7 @@ _EXPORTS = {
     "class_series": "evolution",
     "evolution_figure": "evolution",
     "runs_with": "evolution",
+    "bottom_classes": "fairness",
     "fairness_by_run": "fairness",
     "fairness_table": "fairness",
     "format_mean_std": "fairness",

@@ -14,6 +14,20 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
   is over images only and says nothing about another training run, so nothing is marked and a note says so.
   Without a seed pair holding per-image counts on both sides, Δ is the difference of the seed means with
   the std over the method's seeds, and no interval.
+- Δ bottom 25% (sorted by reference): the mean IoU over a fixed set of classes, the reference's worst quarter -
+  the same classes as the fairness summary's "bottom 25% (sorted by reference)" (`fairness.bottom_classes`: the
+  reference's mean IoU over its seeds ranks the K classes that have one, the ⌈0.25 · K⌉ lowest are kept, ties by
+  class id) - method − reference, the figure the TCE paper's claim "the worst classes go up" rests on. It is
+  paired by seed and image exactly like ΔmIoU, from the same resampled per-image counts (the same draws): each
+  side's mean over the set's classes that have an IoU (NaN left out, as in mIoU), differenced per drawn seed pair
+  and averaged (`paired_bootstrap`'s `subsets`); percentile interval, bootstrap p, marked with the rules of
+  ΔmIoU (its own p < `alpha`, at least 2 seed pairs). The set is chosen once, from the reference's point figures,
+  and never re-sorted: a paired difference needs the same classes on both sides (each method's own worst
+  classes would difference different classes), and re-sorting per resample would pick each draw's unluckiest
+  classes - a different statistic, biased downwards against the point figure, so its interval would not be an
+  interval of the Δ shown. Without a seed pair holding per-image counts: the difference of the seed means (each
+  run's mean over the set), without an interval. `Comparison.bottom_classes` names the set; the Δ against the top
+  method uses the same set (the reference's).
 - The leaderboard's *group*: the top method (highest mIoU) and every method whose paired 95% interval of
   ΔmIoU against it contains 0 form group 1 (statistically tied with the top); the other methods are "below".
   Where the paired interval is unavailable the group is unknown (None).
@@ -43,13 +57,15 @@ import pandas as pd
 from scipy.stats import ttest_rel
 
 from tailseg.analysis.aggregate import column_std, default_reference, iou_by_run, methods, pixel_frequency
-from tailseg.analysis.fairness import fairness_table
+from tailseg.analysis.fairness import bottom_classes, fairness_table
 from tailseg.analysis.per_image import PerImage, load_per_image
 from tailseg.analysis.runs import Run, find_runs, load_per_class, select_runs
 from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES, mean_iou
-from tailseg.metrics.paired import holm, paired_bootstrap, prob_better, seed_and_image_interval
+from tailseg.metrics.paired import holm, paired_bootstrap, prob_better, seed_and_image_interval, subset_mean
 
 ALPHA = 0.05
+#: Share of the classes in the fairness groups ("bottom 25% (sorted by reference)").
+FRACTION = 0.25
 TOP_GROUP, BELOW = "1", "below"
 
 
@@ -111,6 +127,12 @@ class Delta:
         miou_ci: (2,) its interval, None without pairs.
         miou_p: Its p-value, None without pairs.
         miou_significant: miou_p < alpha with at least 2 seed pairs.
+        bottom: Point Δ of the mean IoU over `Comparison.bottom_classes` (the reference's worst quarter; module
+            docs): with pairs, the mean over them of the whole-set Δ; without, the difference of the seed means.
+            None when the reference ranks no class.
+        bottom_ci: (2,) its paired interval (same resamples as ΔmIoU), None without pairs.
+        bottom_p: Its bootstrap p-value, None without pairs.
+        bottom_significant: bottom_p < alpha with at least 2 seed pairs.
         miou_last_k: Δ of the mean of the last k validations: the mean of the differences over the seed pairs (no
             pair: the difference of the seed means); None unless both methods have the figure.
         miou_last_k_pairs: Its seed pairs.
@@ -133,6 +155,10 @@ class Delta:
     miou_ci: np.ndarray | None = None
     miou_p: float | None = None
     miou_significant: bool = False
+    bottom: float | None = None
+    bottom_ci: np.ndarray | None = None
+    bottom_p: float | None = None
+    bottom_significant: bool = False
     miou_last_k: float | None = None
     miou_last_k_pairs: int = 0
     miou_last_k_ci: np.ndarray | None = None
@@ -155,6 +181,8 @@ class Comparison:
         groups: {method: "1" (tied with the top), "below", or None (unknown)}.
         prob_better: {method: (P(method > reference) or None, reason or None)} for every other method.
         fairness: `fairness_table` of the runs.
+        bottom_classes: The classes of Δ bottom (`Delta.bottom`): the reference's worst ⌈fraction · K⌉, lowest first.
+        fraction: Share of the classes in the fairness groups (0.25).
         notes: What the reader must know (missing counts, single seeds, resampling unit).
         resamples, seed, level, alpha: The settings of the statistics.
     """
@@ -173,6 +201,8 @@ class Comparison:
     groups: dict[str, str | None]
     prob_better: dict[str, tuple[float | None, str | None]]
     fairness: pd.DataFrame
+    bottom_classes: list[str] = field(default_factory=list)
+    fraction: float = FRACTION
     notes: list[str] = field(default_factory=list)
     resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
@@ -288,10 +318,15 @@ def _last_k_delta(method: Figures, against: Figures, level: float, alpha: float)
             "miou_last_k_p": p, "miou_last_k_significant": bool(p < alpha)}  # fmt: skip
 
 
+def _seed_mean_subset(per_class: pd.DataFrame, method: str, classes: list[int]) -> float:
+    """The mean over the method's seeds of each run's mean IoU over the classes `classes` (NaN left out)."""
+    return float(mean_iou(subset_mean(iou_by_run(per_class, method).to_numpy(), classes)))
+
+
 def _delta(
     comparison_inputs: tuple, method: str, against: str, notes: list[str], alpha: float, settings: dict
 ) -> Delta:
-    per_class, runs_of, counts, figures = comparison_inputs
+    per_class, runs_of, counts, figures, bottom = comparison_inputs
     last_k = _last_k_delta(figures[method], figures[against], settings["level"], alpha)
     keys = {m: dict(zip(_seed_keys(runs_of[m]), runs_of[m], strict=True)) for m in (method, against)}
     common = [key for key in keys[against] if key in keys[method]]
@@ -310,22 +345,32 @@ def _delta(
                      "with per-image counts on both sides")  # fmt: skip
     if not pairs:
         gains = iou_by_run(per_class, method).to_numpy() - figures[against].per_class[None, :]
+        seed_means = (
+            {"bottom": _seed_mean_subset(per_class, method, bottom) - _seed_mean_subset(per_class, against, bottom)}
+            if bottom else {}
+        )  # fmt: skip
         return Delta(method, against, 0, figures[method].per_class - figures[against].per_class, column_std(gains),
-                     figures[method].miou - figures[against].miou, **last_k)  # fmt: skip
+                     figures[method].miou - figures[against].miou, **seed_means, **last_k)  # fmt: skip
     result = paired_bootstrap(
         [(counts[m.name].intersection, counts[m.name].union) for m, _ in pairs],
         [(counts[r.name].intersection, counts[r.name].union) for _, r in pairs],
         **_settings([counts[m.name] for m, _ in pairs], settings, notes),
+        subsets={"bottom": bottom} if bottom else None,
     )
     if len(pairs) == 1:
         notes.append(f"{method} vs {against}: one seed pair: intervals over images only, no significance across seeds")
     p_holm = holm(result.p)
     marked = len(pairs) >= 2
+    subset = result.subsets.get("bottom")
+    bottom_fields = {} if subset is None else {
+        "bottom": 100.0 * subset.delta, "bottom_ci": 100.0 * subset.ci, "bottom_p": subset.p,
+        "bottom_significant": bool(marked and subset.p < alpha),
+    }  # fmt: skip
     return Delta(
         method, against, len(pairs), 100.0 * result.delta, np.full(result.delta.shape, np.nan), 100.0 * result.miou,
         per_class_ci=100.0 * result.delta_ci, p=result.p, p_holm=p_holm,
         significant=marked & (np.nan_to_num(p_holm, nan=1.0) < alpha), miou_ci=100.0 * result.miou_ci,
-        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha), **last_k,
+        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha), **bottom_fields, **last_k,
     )  # fmt: skip
 
 
@@ -381,7 +426,9 @@ def build_comparison(
     for m in names:
         if len(runs_of[m]) == 1 and figures[m].miou_ci is not None:
             notes.append(f"{m}: one seed: intervals over images only, no significance across seeds")
-    inputs = (per_class, runs_of, counts, figures)
+    bottom_names = bottom_classes(per_class, reference, FRACTION)
+    all_classes = list(by_run.iloc[0])
+    inputs = (per_class, runs_of, counts, figures, [all_classes.index(name) for name in bottom_names])
     deltas = {m: _delta(inputs, m, reference, notes, alpha, settings) for m in names if m != reference}
     top = max(names, key=lambda m: (np.nan_to_num(figures[m].miou, nan=-np.inf), -names.index(m)))
     versus_top = {
@@ -391,8 +438,9 @@ def build_comparison(
     better = {m: prob_better(figures[m].miou_by_seed, figures[reference].miou_by_seed) for m in deltas}
     return Comparison(
         runs=kept, left_out=left_out, per_class=per_class, reference=reference, methods=names,
-        classes=list(by_run.iloc[0]), pixel_frequency=pixel_frequency(per_class), figures=figures, deltas=deltas,
+        classes=all_classes, pixel_frequency=pixel_frequency(per_class), figures=figures, deltas=deltas,
         top=top, versus_top=versus_top, groups=groups_of, prob_better=better,
-        fairness=fairness_table(per_class, reference), notes=list(dict.fromkeys(notes)), resamples=resamples,
+        fairness=fairness_table(per_class, reference, FRACTION), bottom_classes=bottom_names, fraction=FRACTION,
+        notes=list(dict.fromkeys(notes)), resamples=resamples,
         seed=seed, level=level, alpha=alpha,
     )  # fmt: skip

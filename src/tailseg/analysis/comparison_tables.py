@@ -7,6 +7,8 @@ over the reference, the fairness summary and the leaderboard (`tailseg compare` 
 figures without one (reports without per-image counts) `49.90 ± 1.20`, mean ± std over seeds. Where some method
 has the mean of the last k validations (`miou_last_k`), the leaderboard shows it beside the final mIoU (mean ± std
 over seeds) with its seed-paired Δ to the reference (`+1.2 [-0.5, 2.9]*`, paired t-test over the seed pairs).
+The leaderboard's last column, "Δ bottom 25% vs <reference>", is the paired Δ of the mean IoU over the reference's
+worst quarter of the classes (`Delta.bottom`; `+3.2 [2.9, 3.4]*` like ΔmIoU), a line under it naming the classes.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def delta_text(delta: Delta, index: int | None = None) -> str:
     interval = None if delta.per_class_ci is None else delta.per_class_ci[:, index]
     text = interval_text(delta.per_class[index], interval, delta.per_class_std[index], signed=True)
     return text + ("*" if delta.significant is not None and delta.significant[index] else "")
+
+
+def bottom_delta_text(delta: Delta) -> str:
+    """The cell of Δ bottom 25% (`Delta.bottom`): "+3.2 [2.9, 3.4]*" (`*`: its p < alpha with 2 seed pairs or
+    more), "+3.20" without per-image counts to pair, "n/a" without the figure."""
+    text = interval_text(delta.bottom, delta.bottom_ci, signed=True)
+    return text + ("*" if delta.bottom_significant else "")
 
 
 def last_k_delta_text(delta: Delta) -> str:
@@ -114,6 +123,7 @@ def leaderboard(comparison: Comparison) -> Table:
         columns.remove("rare5_miou")
     ks = {f.last_k for f in c.figures.values() if f.miou_last_k is not None}
     last = f"last {ks.pop() if len(ks) == 1 and None not in ks else 'k'}" if ks else None
+    bottom = f"Δ bottom {100 * c.fraction:g}% vs {c.reference}" if c.bottom_classes else None
     rows = []
     for method in sorted(c.methods, key=lambda m: -np.nan_to_num(c.figures[m].miou, nan=-np.inf)):
         f = c.figures[method]
@@ -130,11 +140,12 @@ def leaderboard(comparison: Comparison) -> Table:
             interval_text(f.per_image_miou, f.per_image_miou_ci),
             "" if method == c.top else delta_text(c.versus_top[method]), c.groups.get(method) or "n/a", better,
             *[text.loc[method, column] for column in columns],
+            *(["" if method == c.reference else bottom_delta_text(c.deltas[method])] if bottom else []),
         ])  # fmt: skip
     header = ["method", "seeds", LABELS["miou"], f"mIoU − {c.reference}",
               *([f"mIoU {last}", f"Δ {last} vs {c.reference}"] if last else []), "per-image mIoU",
               f"mIoU − top ({c.top})", "group", f"P(> {c.reference})",
-              *[LABELS[column] for column in columns]]  # fmt: skip
+              *[LABELS[column] for column in columns], *([bottom] if bottom else [])]  # fmt: skip
     under = [
         f"group 1: {c.top} (the top mIoU) and every method whose paired {100 * c.level:g}% interval of ΔmIoU "
         f"against it contains 0; 'below': the interval excludes 0; n/a: no per-image counts to pair",
@@ -148,6 +159,14 @@ def leaderboard(comparison: Comparison) -> Table:
             f"[{100 * c.level:g}% interval of a paired t-test over the seed pairs, with 2 pairs or more], * its "
             f"p < {c.alpha:g}; over seeds only: the last validations of one run are not independent measurements, "
             "so no image bootstrap"
+        )
+    if bottom:
+        under.append(
+            f"{bottom}: mean IoU over {c.reference}'s worst {100 * c.fraction:g}% of the classes ("
+            f"{', '.join(c.bottom_classes)}; the classes of 'bottom {100 * c.fraction:g}% (sorted by reference)', "
+            f"fixed by {c.reference}'s mean IoU, the same on both sides), method − {c.reference}, paired by seed and "
+            f"image like ΔmIoU [{100 * c.level:g}% percentile interval], * its p < {c.alpha:g} with at least 2 seed "
+            "pairs; without per-image counts to pair, the difference of the seed means"
         )
     return (f"Leaderboard (%), by mIoU; reference {c.reference}", header, rows, under)
 

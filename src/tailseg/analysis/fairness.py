@@ -6,6 +6,13 @@ the paper's criteria, `rare5_miou` is the mean IoU of the five classes with the 
 labelled training pixels (NaN when the shares are unknown). The runs of a method are its seeds: the table
 holds the mean and the sample standard deviation (ddof 1; NaN with one run) of each criterion over them.
 `tailseg compare` prints this table as its summary.
+
+`bottom_classes` names the classes of "bottom 25% (sorted by reference)": the ⌈fraction · K⌉ lowest of the K
+classes with a reference mean IoU (`tailseg.metrics.fairness.class_count`; ties by class id). They are fixed by
+the reference, the same for every method and seed, so that the paired Δ of the comparison
+(`tailseg.analysis.comparison`) differences the same classes on both sides. They are the classes of each run's
+`sorted_bottom` whenever the run has an IoU in every class the reference has one in (else `fairness_report`
+ranks only the classes the run has, and its group can differ).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from tailseg.analysis.aggregate import (
     pixel_frequency,
 )
 from tailseg.metrics import fairness_report
+from tailseg.metrics.fairness import class_count
 
 RARE_K = 5
 METRICS = (
@@ -34,6 +42,17 @@ LABELS = {
     "sorted_top": "top 25% (sorted by reference)", "p25_threshold": "25th percentile",
     "p25_miou": "mIoU at or below it", "p75_threshold": "75th percentile", "p75_miou": "mIoU at or above it",
 }  # fmt: skip
+
+
+def bottom_classes(per_class: pd.DataFrame, reference: str | None = None, fraction: float = 0.25) -> list[str]:
+    """The classes of `sorted_bottom`, the reference's worst, lowest first: its mean IoU over its runs ranks the
+    classes that have one (ties by class id) and the ⌈fraction · K⌉ lowest of those K are kept (module docs)."""
+    reference = default_reference(per_class, reference)
+    ranking = mean_iou(per_class)[reference].dropna()
+    if ranking.empty:
+        return []
+    order = np.argsort(ranking.to_numpy(), kind="stable")
+    return [ranking.index[i] for i in order[: class_count(fraction, ranking.size)]]
 
 
 def fairness_by_run(per_class: pd.DataFrame, reference: str | None = None, fraction: float = 0.25) -> pd.DataFrame:

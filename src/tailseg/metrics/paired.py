@@ -13,7 +13,14 @@ A comparison of method A with reference B is paired twice:
 
 A resample's Δ of class c is the mean over its drawn seed pairs of IoU_A,c − IoU_B,c, each IoU from the
 re-weighted sums of the per-image counts (`tailseg.metrics.bootstrap`); ΔmIoU likewise with the mIoU of each
-side. The point Δ is the mean over the seed pairs of the whole-set Δ. Intervals are percentile intervals
+side. The point Δ is the mean over the seed pairs of the whole-set Δ. A *class-subset mean* (`subsets`, e.g. the
+reference's worst quarter of the classes) is the mIoU restricted to a fixed set S of classes: a resample's Δ_S is
+the mean over its drawn seed pairs of mean_S(IoU_A) − mean_S(IoU_B), each side's mean over the classes of S that
+have an IoU on that side (NaN left out, as in mIoU), from the same re-weighted counts - the same draws - as the
+per-class Δ; a pair where a side has no IoU in any class of S is left out of that mean, as a per-class Δ leaves
+out the pairs where its class is absent. S is given, never chosen from the resample: the classes must be the same
+on both sides of the paired difference and in every resample (re-sorting per resample would pick each resample's
+unluckiest classes, another statistic, biased). Intervals are percentile intervals
 (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13); the two-sided p-value is the one
 that inverts them, p = min(1, 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0))): the largest α at which the (1 − α) percentile
 interval still holds 0 (ch. 15-16). Each P* is (1 + count) / (1 + R) over the R resamples where Δ is
@@ -27,7 +34,7 @@ Journal of Statistics, 1979), which bounds the family-wise error rate without as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,6 +60,7 @@ class PairedResult:
         miou_p: Its p-value.
         pairs: Number of seed pairs k.
         resamples: R.
+        subsets: {name: `SubsetDelta`} of each class subset asked for (`paired_bootstrap`'s `subsets`).
     """
 
     delta: np.ndarray
@@ -63,6 +71,24 @@ class PairedResult:
     miou_p: float
     pairs: int
     resamples: int
+    subsets: dict[str, SubsetDelta] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubsetDelta:
+    """Δ of the mean IoU over a fixed subset of the classes, method − reference (fractions; see the module docs).
+
+    Attributes:
+        classes: The class indices of the subset.
+        delta: Point Δ: the mean over the seed pairs of the whole-set Δ of the subset means (NaN if never defined).
+        ci: (2,) its percentile interval, from the same resamples as the per-class Δ and ΔmIoU.
+        p: Its two-sided bootstrap p-value (`bootstrap_p`).
+    """
+
+    classes: tuple[int, ...]
+    delta: float
+    ci: np.ndarray
+    p: float
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,23 @@ def bootstrap_p(samples: np.ndarray) -> np.ndarray:
     return np.where(valid > 0, np.minimum(1.0, 2.0 * np.minimum(below, above)), np.nan)
 
 
+def subset_mean(iou: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """The mean IoU over the classes `classes` of the last axis that have an IoU (NaN left out, as `mean_iou`);
+    NaN where none of them has one."""
+    return mean_iou(np.asarray(iou, np.float64)[..., list(classes)])
+
+
+def _subset_classes(subsets: Mapping[str, Sequence[int]] | None, num_classes: int) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for name, classes in (subsets or {}).items():
+        indices = tuple(int(c) for c in classes)
+        if not indices or len(set(indices)) != len(indices) or not all(0 <= c < num_classes for c in indices):
+            raise ValueError(f"paired: subset {name!r} must be distinct class indices in [0, {num_classes}), "
+                             f"got {list(classes)}")  # fmt: skip
+        out[name] = indices
+    return out
+
+
 def paired_bootstrap(
     method_counts: Sequence[Counts],
     reference_counts: Sequence[Counts],
@@ -159,6 +202,7 @@ def paired_bootstrap(
     seed: int,
     groups: Sequence | np.ndarray | None = None,
     level: float = 0.95,
+    subsets: Mapping[str, Sequence[int]] | None = None,
 ) -> PairedResult:
     """Δ = method − reference per class and in mIoU, with percentile intervals and p-values (module docs).
 
@@ -170,9 +214,12 @@ def paired_bootstrap(
         seed: Seed of the resampling.
         groups: A label per image to resample groups of images instead.
         level: Coverage of the intervals.
+        subsets: {name: class indices}: also Δ of the mean IoU over each fixed class subset, from the same
+            resamples (`PairedResult.subsets`, see the module docs).
 
     Raises:
-        ValueError: no seed pair, a different number of seeds, or counts of different shapes.
+        ValueError: no seed pair, a different number of seeds, counts of different shapes, or a subset that is
+            empty, repeats a class or names a class out of range.
     """
     if len(method_counts) != len(reference_counts):
         raise ValueError(f"paired: {len(method_counts)} method seeds for {len(reference_counts)} reference seeds")
@@ -180,13 +227,20 @@ def paired_bootstrap(
     ri, ru = _stack(reference_counts, "reference")
     if mi.shape != ri.shape:
         raise ValueError(f"paired: method counts {mi.shape[1:]} and reference counts {ri.shape[1:]} differ")
-    k, n, _ = mi.shape
+    k, n, num_classes = mi.shape
+    chosen = _subset_classes(subsets, num_classes)
     seeds, weights = draw(k, n, resamples, seed, groups)
     method_iou = iou_from_counts(_weighted_sums(seeds, weights, mi), _weighted_sums(seeds, weights, mu))
     reference_iou = iou_from_counts(_weighted_sums(seeds, weights, ri), _weighted_sums(seeds, weights, ru))
     per_class = _nanmean(method_iou - reference_iou, axis=1)  # (R, C)
     miou = (mean_iou(method_iou) - mean_iou(reference_iou)).mean(axis=1)  # (R,)
     whole_method, whole_reference = iou_from_counts(mi.sum(1), mu.sum(1)), iou_from_counts(ri.sum(1), ru.sum(1))
+    by_subset = {}
+    for name, classes in chosen.items():
+        samples = _nanmean(subset_mean(method_iou, classes) - subset_mean(reference_iou, classes), axis=1)  # (R,)
+        point = _nanmean(subset_mean(whole_method, classes) - subset_mean(whole_reference, classes), axis=0)
+        by_subset[name] = SubsetDelta(classes=classes, delta=float(point), ci=percentile_interval(samples, level),
+                                      p=float(bootstrap_p(samples)))  # fmt: skip
     return PairedResult(
         delta=_nanmean(whole_method - whole_reference, axis=0),
         delta_ci=percentile_interval(per_class, level),
@@ -196,6 +250,7 @@ def paired_bootstrap(
         miou_p=float(bootstrap_p(miou)),
         pairs=k,
         resamples=resamples,
+        subsets=by_subset,
     )
 
 
