@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every CamVid measurement of BENCHMARKS.md, in the order the open comparisons need them, resumable.
+#
+#   CAMVID=/path/to/CamVid OUT=runs/board benchmarks/camvid_board.sh [STAGE ...]
+#
+# Each stage is one or more `tailseg matrix` calls (two runs at a time, one thread each); a matrix skips the
+# runs whose report exists for the same experiment and resumes the ones that stopped, so running the script
+# again, after an interruption or in another session, continues where it stopped. Stages (default: all, in
+# this order):
+#   finetune-val   the fine-tuning protocol on val (experiments/camvid/finetune/, 3 seeds), from the final
+#                  weights of BASE seed 0 of scratch-val (which it trains first if needed)
+#   finetune-0006R0  the same on the held-out video 0006R0, from a pretraining that never saw it (BASE seed 0 of
+#                  scratch-0006R0, trained first if needed)
+#   scratch-val    the methods of experiments/camvid/*.yaml from random initialisation, 3 seeds, on val
+#   scratch-0006R0 the same, trained on train + val without video 0006R0, validated on 0006R0's 101 frames
+#   synthetic      every config of experiments/synthetic/, 3 seeds
+# Times on a 2-core CPU, two at a time: about 26 minutes a pair from scratch, 15 a pair of fine-tunes, 8 a pair on
+# the synthetic data set. Tables: `tailseg compare $OUT/<stage folder>`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${CAMVID:?set CAMVID to the CamVid folder (train/, trainannot/, val/, valannot/)}"
+OUT=${OUT:-runs/board}
+JOBS=${JOBS:-2}
+TAILSEG=${TAILSEG:-tailseg}
+SEEDS=(0 1 2)
+ROOTS=(--data.train.init_args.root "$CAMVID" --data.val.init_args.root "$CAMVID")
+HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
+          --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
+# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first.
+SCRATCH=(base lmp base_plus tce_class stce lmp_only focal median_freq rare_class class_balanced repeat_factor
+         lovasz dice ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice
+         lmp_lovasz)
+FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only logit_adjust blv recall ce_lovasz
+          ce_dice)
+
+matrix() {  # matrix OUT_DIR CONFIG... -- OVERRIDES...
+    local out=$1; shift
+    "$TAILSEG" matrix "$@" --seeds "${SEEDS[@]}" --out "$out" --jobs "$JOBS" --no-compare -- "${ROOTS[@]}" "${EXTRA[@]}"
+}
+
+pretrained() {  # pretrained SCRATCH_DIR: the final checkpoint of BASE seed 0 there (trained first if missing)
+    local dir=$1 report="$1/base/seed0/report.json"
+    if [[ ! -f $report ]]; then
+        "$TAILSEG" matrix experiments/camvid/base.yaml --seeds 0 --out "$dir" --jobs 1 --no-compare -- \
+            "${ROOTS[@]}" "${EXTRA[@]}" >&2
+    fi
+    if [[ ! -f $report ]]; then
+        echo "no $report after training BASE seed 0 there: see $dir/base/seed0/log.txt" >&2
+        return 1
+    fi
+    "${PYTHON:-python3}" -c "import json, sys; print(json.load(open(sys.argv[1]))['checkpoint'])" "$report"
+}
+
+configs() {  # configs FOLDER NAME...: the config files of the names that exist in FOLDER
+    local folder=$1; shift
+    for name in "$@"; do [[ -f $folder/$name.yaml ]] && echo "$folder/$name.yaml"; done
+}
+
+stage() {
+    case $1 in
+        scratch-val) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
+            matrix "$OUT/scratch-val" "${files[@]}" ;;
+        scratch-0006R0) EXTRA=("${HELD_OUT[@]}"); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
+            matrix "$OUT/scratch-0006R0" "${files[@]}" ;;
+        finetune-val) EXTRA=(); local start; start=$(pretrained "$OUT/scratch-val")
+            EXTRA=(--model.init_from "$start"); mapfile -t files < <(configs experiments/camvid/finetune "${FINETUNE[@]}")
+            matrix "$OUT/finetune-val" "${files[@]}" ;;
+        finetune-0006R0) EXTRA=("${HELD_OUT[@]}"); local start; start=$(pretrained "$OUT/scratch-0006R0")
+            EXTRA=("${HELD_OUT[@]}" --model.init_from "$start")
+            mapfile -t files < <(configs experiments/camvid/finetune "${FINETUNE[@]}")
+            matrix "$OUT/finetune-0006R0" "${files[@]}" ;;
+        synthetic) "$TAILSEG" matrix experiments/synthetic/*.yaml --seeds "${SEEDS[@]}" --out "$OUT/synthetic" \
+            --jobs "$JOBS" --no-compare ;;
+        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic)" >&2; exit 2 ;;
+    esac
+}
+
+for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic}"; do
+    for one in $s; do stage "$one"; done
+done

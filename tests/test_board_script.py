@@ -1,0 +1,62 @@
+"""benchmarks/camvid_board.sh builds the matrix calls of each stage (run with `TAILSEG=echo`: the commands only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "camvid_board.sh"
+
+
+def _run(tmp_path: Path, *stages: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CAMVID": "/data/camvid", "OUT": str(tmp_path), "TAILSEG": "echo"}
+    return subprocess.run(["bash", str(SCRIPT), *stages], env=env, capture_output=True, text=True)
+
+
+def _commands(tmp_path: Path, *stages: str) -> list[str]:
+    done = _run(tmp_path, *stages)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_the_synthetic_stage_runs_every_synthetic_config(tmp_path):
+    (line,) = _commands(tmp_path, "synthetic")
+    words = line.split()
+    assert words[0] == "matrix"
+    configs = words[1 : words.index("--seeds")]
+    assert set(configs) == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "synthetic").glob("*.yaml")}
+    assert line.endswith(f"--seeds 0 1 2 --out {tmp_path}/synthetic --jobs 2 --no-compare")
+
+
+def test_the_held_out_fine_tunes_start_from_the_held_out_pretraining(tmp_path):
+    report = tmp_path / "scratch-0006R0" / "base" / "seed0" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"checkpoint": "/runs/held-out-base.ckpt"}))
+    (line,) = _commands(tmp_path, "finetune-0006R0")
+    words = line.split()
+    configs = words[1 : words.index("--seeds")]
+    assert configs[:3] == [f"experiments/camvid/finetune/{m}.yaml" for m in ("base", "base_plus", "lmp")]
+    assert all((ROOT / c).is_file() for c in configs)
+    assert line.endswith(
+        f"--out {tmp_path}/finetune-0006R0 --jobs 2 --no-compare -- "
+        "--data.train.init_args.root /data/camvid --data.val.init_args.root /data/camvid "
+        "--data.train.init_args.split train+val --data.train.init_args.exclude_videos [0006R0] "
+        "--data.val.init_args.split train --data.val.init_args.videos [0006R0] --model.init_from /runs/held-out-base.ckpt"
+    )
+
+
+def test_a_missing_pretraining_is_trained_first_and_a_failed_one_stops_the_stage(tmp_path):
+    """No report of BASE seed 0: the stage trains it (here `echo` stands for the training, which writes nothing),
+    then stops with a message naming the missing report, before any fine-tune."""
+    done = _run(tmp_path, "finetune-val")
+    assert done.returncode != 0 and done.stdout == ""
+    assert f"matrix experiments/camvid/base.yaml --seeds 0 --out {tmp_path}/scratch-val --jobs 1" in done.stderr
+    assert f"no {tmp_path}/scratch-val/base/seed0/report.json after training BASE seed 0" in done.stderr
+
+
+def test_an_unknown_stage_is_refused_by_name(tmp_path):
+    done = _run(tmp_path, "scratch-test")
+    assert done.returncode == 2 and "unknown stage scratch-test" in done.stderr
