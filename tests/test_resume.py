@@ -130,8 +130,9 @@ def test_resume_keeps_the_validation_schedule_of_val_check_interval(stop, tmp_pa
     else:
         stopper = ["--trainer.callbacks+=test_resume.FailAtStep" if stop == "exception" else
                    "--trainer.callbacks+=test_resume.TermAtStep", "--trainer.callbacks.step", "5"]  # fmt: skip
-        with pytest.raises(BaseException):
+        with pytest.raises(BaseException) as stopped:  # RuntimeError, or Lightning's SIGTERMException
             _fit("base", tmp_path / "part", 0, *interval, *stopper)
+        assert type(stopped.value).__name__ == ("RuntimeError" if stop == "exception" else "SIGTERMException")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         ckpt = tmp_path / "part" / "version_0" / "checkpoints" / "last.ckpt"
         step = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
@@ -250,4 +251,3 @@ def test_the_command_stopped_by_sigterm_exits_with_143_after_saving(tmp_path):
     assert done.returncode == PREEMPTED == 143, done.stderr[-2000:]
     last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4
-

@@ -528,7 +528,9 @@ def check_identity(path: str, recorded: dict | None, current: dict, advice: str)
         )
         return
     if not identity.same_experiment(recorded, current):
-        changed = identity.describe_differences(identity.recorded_fields(recorded) or {}, identity.method_fields(current))
+        changed = identity.describe_differences(
+            identity.recorded_fields(recorded) or {}, identity.method_fields(current)
+        )
         raise ValueError(f"ckpt_path: {path} was trained with another config: {changed or 'unknown fields'}; {advice}")
 
 

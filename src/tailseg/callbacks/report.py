@@ -363,8 +363,9 @@ class ReportWriter(SaveConfigCallback):
             "fairness": None if fairness is None else {k: _rounded(v) for k, v in fairness.items()},
             "num_images": pl_module.latest_num_images.get(key) if values is not None else None,
             **intervals,
-            **last_k_fields(getattr(pl_module, "val_history", {}), list(pl_module.class_names),
-                            self.last_k if stage == "fit" else 0),  # fmt: skip
+            **last_k_fields(
+                getattr(pl_module, "val_history", {}), list(pl_module.class_names), self.last_k if stage == "fit" else 0
+            ),  # fmt: skip
             "per_image": per_image_entry(per_image, target),
             "class_frequency": None if frequency is None else dict(zip(pl_module.class_names, frequency, strict=True)),
             "class_frequency_source": getattr(pl_module, "class_frequency_source", None) if frequency else None,
