@@ -7,13 +7,15 @@
 # runs whose report exists for the same experiment and resumes the ones that stopped, so running the script
 # again, after an interruption or in another session, continues where it stopped. Stages (default: all, in
 # this order):
-#   finetune-val   the fine-tuning protocol on val (experiments/camvid/finetune/, 3 seeds), from the final
-#                  weights of BASE seed 0 of scratch-val (which it trains first if needed)
+#   finetune-val   the fine-tuning verdict's methods (experiments/camvid/finetune/, 3 seeds) on val, from the
+#                  final weights of BASE seed 0 of scratch-val (which it trains first if needed)
 #   finetune-0006R0  the same on the held-out video 0006R0, from a pretraining that never saw it (BASE seed 0 of
 #                  scratch-0006R0, trained first if needed)
-#   scratch-val    the methods of experiments/camvid/*.yaml from random initialisation, 3 seeds, on val
-#   scratch-0006R0 the same, trained on train + val without video 0006R0, validated on 0006R0's 101 frames
+#   scratch-val    every method of experiments/camvid/*.yaml from random initialisation, 3 seeds, on val
+#   scratch-0006R0 the board's methods (SCRATCH below), trained on train + val without video 0006R0,
+#                  validated on 0006R0's 101 frames
 #   synthetic      every config of experiments/synthetic/, 3 seeds
+#   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
 # Times on a 2-core CPU, two at a time: about 26 minutes a pair from scratch, 15 a pair of fine-tunes, 8 a pair on
 # the synthetic data set. Tables: `tailseg compare $OUT/<stage folder>`.
 set -euo pipefail
@@ -26,12 +28,14 @@ SEEDS=(0 1 2)
 ROOTS=(--data.train.init_args.root "$CAMVID" --data.val.init_args.root "$CAMVID")
 HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
-# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first.
+# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first, then
+# the methods added since (on val only).
 SCRATCH=(base lmp base_plus tce_class stce lmp_only focal median_freq rare_class class_balanced repeat_factor
-         lovasz dice ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice
-         lmp_lovasz)
-FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only logit_adjust blv recall ce_lovasz
-          ce_dice)
+         lovasz dice)
+SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
+# The fine-tuning verdict's methods; the others of experiments/camvid/finetune/ come last (stage finetune-extra).
+FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only)
+FINETUNE_EXTRA=(logit_adjust blv recall ce_lovasz ce_dice)
 
 matrix() {  # matrix OUT_DIR CONFIG... -- OVERRIDES...
     local out=$1; shift
@@ -58,7 +62,7 @@ configs() {  # configs FOLDER NAME...: the config files of the names that exist 
 
 stage() {
     case $1 in
-        scratch-val) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
+        scratch-val) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}" "${SCRATCH_NEW[@]}")
             matrix "$OUT/scratch-val" "${files[@]}" ;;
         scratch-0006R0) EXTRA=("${HELD_OUT[@]}"); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
             matrix "$OUT/scratch-0006R0" "${files[@]}" ;;
@@ -69,12 +73,19 @@ stage() {
             EXTRA=("${HELD_OUT[@]}" --model.init_from "$start")
             mapfile -t files < <(configs experiments/camvid/finetune "${FINETUNE[@]}")
             matrix "$OUT/finetune-0006R0" "${files[@]}" ;;
+        finetune-extra) EXTRA=(); local start; start=$(pretrained "$OUT/scratch-val")
+            EXTRA=(--model.init_from "$start"); mapfile -t files < <(configs experiments/camvid/finetune "${FINETUNE_EXTRA[@]}")
+            matrix "$OUT/finetune-val" "${files[@]}"
+            EXTRA=("${HELD_OUT[@]}"); start=$(pretrained "$OUT/scratch-0006R0")
+            EXTRA=("${HELD_OUT[@]}" --model.init_from "$start")
+            matrix "$OUT/finetune-0006R0" "${files[@]}" ;;
         synthetic) "$TAILSEG" matrix experiments/synthetic/*.yaml --seeds "${SEEDS[@]}" --out "$OUT/synthetic" \
             --jobs "$JOBS" --no-compare ;;
-        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic)" >&2; exit 2 ;;
+        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic, finetune-extra)" >&2
+            exit 2 ;;
     esac
 }
 
-for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic}"; do
+for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic finetune-extra}"; do
     for one in $s; do stage "$one"; done
 done

@@ -60,3 +60,16 @@ def test_a_missing_pretraining_is_trained_first_and_a_failed_one_stops_the_stage
 def test_an_unknown_stage_is_refused_by_name(tmp_path):
     done = _run(tmp_path, "scratch-test")
     assert done.returncode == 2 and "unknown stage scratch-test" in done.stderr
+
+
+def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_papers_and_peers(tmp_path):
+    (val,) = _commands(tmp_path, "scratch-val")
+    words = val.split()
+    on_val = set(words[1 : words.index("--seeds")])
+    assert on_val == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid").glob("*.yaml")}
+    (held_out,) = _commands(tmp_path, "scratch-0006R0")
+    words = held_out.split()
+    on_held_out = words[1 : words.index("--seeds")]
+    assert on_held_out[:3] == [f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "base_plus")]
+    assert set(on_held_out) < on_val and "experiments/camvid/logit_adjust.yaml" not in on_held_out
+    assert "--data.val.init_args.videos [0006R0]" in held_out
