@@ -210,8 +210,8 @@ class SegmentationModel(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if getattr(datamodule, "train_set", None) is None:
             return  # evaluation without the training set: the checkpoint brings what was learned from it
-        if stage != "fit" and self.trainer.ckpt_path is not None:
-            return  # the checkpoint brings the loss's class weights and the class frequencies
+        # Also before an evaluation from a checkpoint: Lightning restores the checkpoint after `setup` (its
+        # `trainer.ckpt_path` is not set yet here), so the loss's class weights are then the checkpoint's.
         setter = getattr(self.loss, "set_class_statistics", None)
         if callable(setter):
             setter(torch.as_tensor(datamodule.class_pixel_counts))
