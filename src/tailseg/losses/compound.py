@@ -23,7 +23,6 @@ So the names depend only on the classes of the terms and their order.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tailseg.losses.common import float32_forward, in_float32
+from tailseg.losses.common import check_nonnegative, float32_forward, in_float32
 
 
 def term_name(module: nn.Module) -> str:
@@ -105,18 +104,11 @@ class Sum(nn.Module):
         weights = list(weights)
         if len(weights) != len(terms):
             raise ValueError(f"Sum: weights has {len(weights)} entries but terms has {len(terms)}: one weight per term")
-        for k, weight in enumerate(weights):
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, (int, float))
-                or not math.isfinite(weight)
-                or weight < 0
-            ):
-                raise ValueError(f"Sum: weights[{k}] must be a finite number >= 0, got {weight!r}")
-        if not any(weight > 0 for weight in weights):
+        checked = [check_nonnegative(weight, f"weights[{k}]", "Sum") for k, weight in enumerate(weights)]
+        if not any(weight > 0 for weight in checked):
             raise ValueError(f"Sum: weights must not all be 0, got {weights!r}")
         self.terms = nn.ModuleList(terms)
-        self.weights = [float(weight) for weight in weights]
+        self.weights = checked
         self.names = unique_names([term_name(term) for term in terms])
         self.term_values: dict[str, torch.Tensor | None] = dict.fromkeys(self.names)
         self._agreed_ignore_index()  # raises if the terms disagree
