@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from conftest import TINY_ENCODER
 from tailseg.losses import RecallCrossEntropy, recall_cross_entropy
 from tailseg.losses.recall import recall_counts, recall_weights
 from tailseg.model import SegmentationModel
+from test_baseline_losses import random_batch as baseline_random_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 IGNORE = 255
@@ -57,12 +59,8 @@ def hand_recall_loss(pixels, weights=None):
     return total / len(valid), weights
 
 
-def random_batch(b=2, c=4, h=5, w=6, seed=0, ignore_fraction=0.25):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(b, c, h, w, generator=g) * 2
-    target = torch.randint(0, c, (b, h, w), generator=g)
-    target[torch.rand(b, h, w, generator=g) < ignore_fraction] = IGNORE
-    return logits, target
+#: test_baseline_losses' random batch, 5x6 pixels a quarter of them ignored.
+random_batch = functools.partial(baseline_random_batch, h=5, w=6, ignore_fraction=0.25)
 
 
 # --- the value of the paper's loss ----------------------------------------------------------------------------------
