@@ -2,6 +2,7 @@
 # Every CamVid measurement of BENCHMARKS.md, in the order the open comparisons need them, resumable.
 #
 #   CAMVID=/path/to/CamVid OUT=runs/board benchmarks/camvid_board.sh [STAGE ...]
+#   OUT=runs/board benchmarks/camvid_board.sh results
 #
 # Each stage is one or more `tailseg matrix` calls (two runs at a time, one thread each); a matrix skips the
 # runs whose report exists for the same experiment and resumes the ones that stopped, so running the script
@@ -16,16 +17,18 @@
 #                  validated on 0006R0's 101 frames
 #   synthetic      every config of experiments/synthetic/, 3 seeds
 #   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
+#   results        not a training: copies the finished reports (report.json and its per-image file, if any; no
+#                  checkpoints) of every stage folder into benchmarks/results/ (RESULTS) and writes each folder's
+#                  comparison.md with `tailseg compare --reference base`; not part of the default order
 # Times on a 2-core CPU, two at a time: about 26 minutes a pair from scratch, 15 a pair of fine-tunes, 8 a pair on
 # the synthetic data set. Tables: `tailseg compare $OUT/<stage folder>`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${CAMVID:?set CAMVID to the CamVid folder (train/, trainannot/, val/, valannot/)}"
 OUT=${OUT:-runs/board}
 JOBS=${JOBS:-2}
 TAILSEG=${TAILSEG:-tailseg}
 SEEDS=(0 1 2)
-ROOTS=(--data.train.init_args.root "$CAMVID" --data.val.init_args.root "$CAMVID")
+ROOTS=(--data.train.init_args.root "${CAMVID:-}" --data.val.init_args.root "${CAMVID:-}")
 HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
 # The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first, then
@@ -38,13 +41,36 @@ FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only)
 FINETUNE_EXTRA=(logit_adjust blv recall ce_lovasz ce_dice)
 
 matrix() {  # matrix OUT_DIR CONFIG... -- OVERRIDES...
+    : "${CAMVID:?set CAMVID to the CamVid folder (train/, trainannot/, val/, valannot/)}"
     local out=$1; shift
     "$TAILSEG" matrix "$@" --seeds "${SEEDS[@]}" --out "$out" --jobs "$JOBS" --no-compare -- "${ROOTS[@]}" "${EXTRA[@]}"
+}
+
+# Where `results` puts each stage's reports (the folders BENCHMARKS.md cites).
+declare -A RESULT_DIRS=([finetune-val]=camvid-finetune/val [finetune-0006R0]=camvid-finetune/0006R0
+                        [scratch-val]=camvid-runs/val [scratch-0006R0]=camvid-runs/0006R0 [synthetic]=synthetic)
+
+results() {  # copy every finished seed's report of each stage folder, then one comparison per folder
+    local results=${RESULTS:-benchmarks/results} stage dest report run copied
+    shopt -s nullglob
+    for stage in finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic; do
+        dest=$results/${RESULT_DIRS[$stage]} copied=0
+        for report in "$OUT/$stage"/*/seed*/report.json; do
+            run=${report%/report.json}
+            mkdir -p "$dest/${run#"$OUT/$stage/"}"
+            cp "$report" "$run"/*.per_image.npz "$dest/${run#"$OUT/$stage/"}/"
+            copied=$((copied + 1))
+        done
+        ((copied)) || continue
+        echo "$stage: $copied reports -> $dest" >&2
+        "$TAILSEG" compare "$dest" --reference base --output "$dest/comparison.md"
+    done
 }
 
 pretrained() {  # pretrained SCRATCH_DIR: the final checkpoint of BASE seed 0 there (trained first if missing)
     local dir=$1 report="$1/base/seed0/report.json"
     if [[ ! -f $report ]]; then
+        : "${CAMVID:?set CAMVID to the CamVid folder (train/, trainannot/, val/, valannot/)}"
         "$TAILSEG" matrix experiments/camvid/base.yaml --seeds 0 --out "$dir" --jobs 1 --no-compare -- \
             "${ROOTS[@]}" "${EXTRA[@]}" >&2
     fi
@@ -81,7 +107,8 @@ stage() {
             matrix "$OUT/finetune-0006R0" "${files[@]}" ;;
         synthetic) "$TAILSEG" matrix experiments/synthetic/*.yaml --seeds "${SEEDS[@]}" --out "$OUT/synthetic" \
             --jobs "$JOBS" --no-compare ;;
-        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic, finetune-extra)" >&2
+        results) results ;;
+        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic, finetune-extra, results)" >&2
             exit 2 ;;
     esac
 }

@@ -73,3 +73,47 @@ def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_paper
     assert on_held_out[:3] == [f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "base_plus")]
     assert set(on_held_out) < on_val and "experiments/camvid/logit_adjust.yaml" not in on_held_out
     assert "--data.val.init_args.videos [0006R0]" in held_out
+
+
+def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
+    """`results`: report.json and its per-image file (never a checkpoint, never an unfinished seed) land in the
+    folder BENCHMARKS.md cites, then one `tailseg compare` per folder that received reports."""
+    out, results = tmp_path / "board", tmp_path / "results"
+    finished = {"finetune-val/base/seed0": True, "finetune-val/lmp/seed2": False, "scratch-0006R0/base/seed1": False}
+    for run, sidecar in finished.items():
+        (out / run).mkdir(parents=True)
+        (out / run / "report.json").write_text(json.dumps({"miou": 40.0, "run": run}))
+        (out / run / "last.ckpt").write_bytes(b"weights")
+        if sidecar:
+            (out / run / "report.per_image.npz").write_bytes(b"counts")
+    (out / "finetune-val" / "lmp" / "seed1").mkdir()  # unfinished: no report
+    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}  # `results` needs no data
+    env.update(OUT=str(out), TAILSEG="echo", RESULTS=str(results))
+    done = subprocess.run(["bash", str(SCRIPT), "results"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copied = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
+    assert copied == [
+        "camvid-finetune/val/base/seed0/report.json",
+        "camvid-finetune/val/base/seed0/report.per_image.npz",
+        "camvid-finetune/val/lmp/seed2/report.json",
+        "camvid-runs/0006R0/base/seed1/report.json",
+    ]
+    assert (
+        json.loads((results / "camvid-finetune/val/lmp/seed2/report.json").read_text())["run"]
+        == "finetune-val/lmp/seed2"
+    )
+    assert done.stdout.splitlines() == [
+        f"compare {results}/{d} --reference base --output {results}/{d}/comparison.md"
+        for d in ("camvid-finetune/val", "camvid-runs/0006R0")
+    ]
+
+
+def test_a_training_stage_without_camvid_says_so(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "scratch-val"],
+        env={**env, "OUT": str(tmp_path), "TAILSEG": "echo"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and done.stdout == "" and "set CAMVID to the CamVid folder" in done.stderr
