@@ -12,9 +12,10 @@
 #                  final weights of BASE seed 0 of scratch-val (which it trains first if needed)
 #   finetune-0006R0  the same on the held-out video 0006R0, from a pretraining that never saw it (BASE seed 0 of
 #                  scratch-0006R0, trained first if needed)
-#   scratch-val    every method of experiments/camvid/*.yaml from random initialisation, 3 seeds, on val
-#   scratch-0006R0 the board's methods (SCRATCH below), trained on train + val without video 0006R0,
-#                  validated on 0006R0's 101 frames
+#   scratch-val    the board's methods (SCRATCH below) from random initialisation, 3 seeds, on val
+#   scratch-0006R0 the same methods, trained on train + val without video 0006R0, validated on 0006R0's 101 frames
+#   scratch-val-new  the methods added since (SCRATCH_NEW) as scratch-val, into the same folder: with it,
+#                  every config of experiments/camvid/ on val
 #   synthetic      every config of experiments/synthetic/, 3 seeds
 #   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
 #   results        not a training: copies the finished reports (report.json and its per-image file, if any; no
@@ -31,8 +32,8 @@ SEEDS=(0 1 2)
 ROOTS=(--data.train.init_args.root "${CAMVID:-}" --data.val.init_args.root "${CAMVID:-}")
 HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
-# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first, then
-# the methods added since (on val only).
+# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first (on val
+# and the held-out video), then the methods added since (on val only).
 SCRATCH=(base lmp base_plus tce_class stce lmp_only focal median_freq rare_class class_balanced repeat_factor
          lovasz dice)
 SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
@@ -88,7 +89,9 @@ configs() {  # configs FOLDER NAME...: the config files of the names that exist 
 
 stage() {
     case $1 in
-        scratch-val) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}" "${SCRATCH_NEW[@]}")
+        scratch-val) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
+            matrix "$OUT/scratch-val" "${files[@]}" ;;
+        scratch-val-new) EXTRA=(); mapfile -t files < <(configs experiments/camvid "${SCRATCH_NEW[@]}")
             matrix "$OUT/scratch-val" "${files[@]}" ;;
         scratch-0006R0) EXTRA=("${HELD_OUT[@]}"); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
             matrix "$OUT/scratch-0006R0" "${files[@]}" ;;
@@ -108,11 +111,12 @@ stage() {
         synthetic) "$TAILSEG" matrix experiments/synthetic/*.yaml --seeds "${SEEDS[@]}" --out "$OUT/synthetic" \
             --jobs "$JOBS" --no-compare ;;
         results) results ;;
-        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, synthetic, finetune-extra, results)" >&2
+        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, scratch-val-new, synthetic, finetune-extra," \
+             "results)" >&2
             exit 2 ;;
     esac
 }
 
-for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic finetune-extra}"; do
+for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 scratch-val-new synthetic finetune-extra}"; do
     for one in $s; do stage "$one"; done
 done

@@ -63,16 +63,19 @@ def test_an_unknown_stage_is_refused_by_name(tmp_path):
 
 
 def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_papers_and_peers(tmp_path):
-    (val,) = _commands(tmp_path, "scratch-val")
-    words = val.split()
-    on_val = set(words[1 : words.index("--seeds")])
-    assert on_val == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid").glob("*.yaml")}
-    (held_out,) = _commands(tmp_path, "scratch-0006R0")
-    words = held_out.split()
-    on_held_out = words[1 : words.index("--seeds")]
-    assert on_held_out[:3] == [f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "base_plus")]
-    assert set(on_held_out) < on_val and "experiments/camvid/logit_adjust.yaml" not in on_held_out
-    assert "--data.val.init_args.videos [0006R0]" in held_out
+    """scratch-val and scratch-val-new together run every CamVid config into one folder; the held-out board runs
+    scratch-val's methods (the papers' and the peers'), papers first."""
+
+    def configs(stage: str) -> list[str]:
+        (line,) = _commands(tmp_path, stage)
+        words = line.split()
+        assert f"--out {tmp_path}/{stage.removesuffix('-new')} " in line
+        return words[1 : words.index("--seeds")]
+
+    board, new, held_out = configs("scratch-val"), configs("scratch-val-new"), configs("scratch-0006R0")
+    assert set(board) | set(new) == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid").glob("*.yaml")}
+    assert not set(board) & set(new) and "experiments/camvid/logit_adjust.yaml" in new
+    assert held_out == board and board[:3] == [f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "base_plus")]
 
 
 def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
