@@ -20,7 +20,8 @@
 #   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
 #   results        not a training: copies the finished reports (report.json and its per-image file, if any; no
 #                  checkpoints) of every stage folder into benchmarks/results/ (RESULTS) and writes each folder's
-#                  comparison.md with `tailseg compare --reference base`; not part of the default order
+#                  comparison.md with `tailseg compare --reference base`, the val folders' with the held-out
+#                  video's figures beside them (`--across 0006R0=...`); not part of the default order
 # Times on a 2-core CPU, two at a time: about 26 minutes a pair from scratch, 15 a pair of fine-tunes, 8 a pair on
 # the synthetic data set. Tables: `tailseg compare $OUT/<stage folder>`.
 set -euo pipefail
@@ -52,19 +53,25 @@ declare -A RESULT_DIRS=([finetune-val]=camvid-finetune/val [finetune-0006R0]=cam
                         [scratch-val]=camvid-runs/val [scratch-0006R0]=camvid-runs/0006R0 [synthetic]=synthetic)
 
 results() {  # copy every finished seed's report of each stage folder, then one comparison per folder
-    local results=${RESULTS:-benchmarks/results} stage dest report run copied
+    local results=${RESULTS:-benchmarks/results} stage dest report run held_out
+    local -a filled=()
     shopt -s nullglob
     for stage in finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic; do
-        dest=$results/${RESULT_DIRS[$stage]} copied=0
+        dest=$results/${RESULT_DIRS[$stage]}
         for report in "$OUT/$stage"/*/seed*/report.json; do
             run=${report%/report.json}
             mkdir -p "$dest/${run#"$OUT/$stage/"}"
             cp "$report" "$run"/*.per_image.npz "$dest/${run#"$OUT/$stage/"}/"
-            copied=$((copied + 1))
         done
-        ((copied)) || continue
-        echo "$stage: $copied reports -> $dest" >&2
-        "$TAILSEG" compare "$dest" --reference base --output "$dest/comparison.md"
+        [[ -d $dest ]] && filled+=("$stage")
+    done
+    for stage in "${filled[@]}"; do
+        dest=$results/${RESULT_DIRS[$stage]} held_out=()
+        if [[ $stage == *-val && " ${filled[*]} " == *" ${stage%-val}-0006R0 "* ]]; then
+            held_out=(--label val --across "0006R0=$results/${RESULT_DIRS[${stage%-val}-0006R0]}")
+        fi
+        echo "$stage -> $dest" >&2
+        "$TAILSEG" compare "$dest" --reference base "${held_out[@]}" --output "$dest/comparison.md"
     done
 }
 

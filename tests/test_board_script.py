@@ -106,9 +106,18 @@ def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
         == "finetune-val/lmp/seed2"
     )
     assert done.stdout.splitlines() == [
-        f"compare {results}/{d} --reference base --output {results}/{d}/comparison.md"
-        for d in ("camvid-finetune/val", "camvid-runs/0006R0")
+        f"compare {results}/camvid-finetune/val --reference base --output {results}/camvid-finetune/val/comparison.md",
+        f"compare {results}/camvid-runs/0006R0 --reference base --output {results}/camvid-runs/0006R0/comparison.md",
     ]
+    # with the held-out fine-tunes there too, the val comparison sets them beside val's
+    (out / "finetune-0006R0" / "base" / "seed0").mkdir(parents=True)
+    (out / "finetune-0006R0" / "base" / "seed0" / "report.json").write_text("{}")
+    done = subprocess.run(["bash", str(SCRIPT), "results"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"compare {results}/camvid-finetune/val --reference base --label val --across "
+        f"0006R0={results}/camvid-finetune/0006R0 --output {results}/camvid-finetune/val/comparison.md"
+    )
 
 
 def test_a_training_stage_without_camvid_says_so(tmp_path):

@@ -339,3 +339,55 @@ def test_bottom_delta_by_hand(tmp_path):
     legend = [line for line in under if line.startswith("Δ bottom 25% vs base:")]
     assert len(legend) == 1 and "(pole, rider;" in legend[0] and "paired by seed and image" in legend[0]
     assert "| Δ bottom 25% vs base |" in render(c)
+
+
+def test_across_sets_sets_each_sets_own_figures_side_by_side(runs, tmp_path_factory, capsys):
+    """`--across`: each set compared on its own (its cells equal that set's own leaderboard), methods in the first
+    set's mIoU order, "not run" where a set lacks a method, the other set's notes prefixed with its name."""
+    tmp_path = tmp_path_factory.mktemp("across")
+    held_out = tmp_path / "held-out"
+    base = np.array([0.6, 0.5, 0.1, 0.7])
+    for seed in range(3):
+        write_report(held_out / "base" / f"seed{seed}", seed, counts(20 + seed, base))
+        write_report(held_out / "lmp" / f"seed{seed}", seed, counts(30 + seed, base))  # no better there
+    write_report(held_out / "focal" / "seed0", 0, counts(40, base))
+    out = tmp_path / "comparison.md"
+    main(["compare", str(runs), "--label", "val", "--across", f"held-out={held_out}", "--resamples", "200",
+          "--output", str(out)])  # fmt: skip
+    text = capsys.readouterr().out
+    assert text == out.read_text() + "\n"
+    title = "### Across evaluation sets (%): val, held-out; reference base"
+    assert title in text
+    lines = text[text.index(title) :].splitlines()
+    header = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert header == ["method", "val: seeds", "val: mIoU", "val: mIoU − base", "val: Δ bottom 25% vs base",
+                      "held-out: seeds", "held-out: mIoU", "held-out: mIoU − base",
+                      "held-out: Δ bottom 25% vs base"]  # fmt: skip
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.strip("|").split("|")] for line in lines[4:8]}
+    assert list(rows) == ["lmp", "old", "base", "focal"]  # val mIoU order (old 66.5, base 65), then held-out only
+    for label, folder, column in (("val", runs, 1), ("held-out", held_out, 5)):
+        alone = {row[0]: row for row in comparison_tables(build_comparison(folder, resamples=200))[-1][2]}
+        for method, row in rows.items():
+            if method in alone:
+                expected = [alone[method][1], alone[method][2], alone[method][3], alone[method][-1]]  # Δ bottom last
+                assert row[column : column + 4] == expected, label
+            else:
+                assert row[column] == "not run" and row[column + 1 : column + 4] == ["", "", ""]
+    assert rows["lmp"][3].endswith("*") and not rows["lmp"][7].endswith("*")  # better on val only
+    assert "- held-out: Note: focal: one seed: intervals over images only" in text
+    assert "- Note: old/version_0: no per-image counts" in text and "held-out: Note: old" not in text
+
+
+def test_across_refuses_bad_input_by_name(runs, tmp_path_factory, capsys):
+    """A value without NAME=, a set without the reference, a name taken by the main set: one line, status 2."""
+    other = tmp_path_factory.mktemp("across") / "other"
+    write_report(other / "lmp" / "seed0", 0, counts(0, np.array([0.9, 0.7, 0.2, 0.8])))
+    for argv, message in (
+        (["--across", str(other)], f"--across '{other}': give NAME=PATH"),
+        (["--across", f"held-out={other}"], "base"),
+        (["--label", "val", "--across", f"val={runs}"], "'val' is already the main set's label"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(["compare", str(runs), *argv])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and message in err and "Traceback" not in err, err

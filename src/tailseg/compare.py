@@ -2,6 +2,7 @@
 
     tailseg compare runs/demo [--reference base] [--format markdown|csv] [--sort reference|frequency]
                     [--output comparison.md] [--figure gains.png] [--evaluations] [--resamples 2000] [--seed 0]
+                    [--label val --across 0006R0=runs/held-out ...]
 
 Each argument is a `report.json`, a run directory, or a folder of runs at any depth (e.g. `runs/demo`,
 holding `base/version_0/` and `lmp/version_0/`); `NAME=PATH` names the method of every run under PATH,
@@ -36,6 +37,10 @@ statistics); `tailseg.analysis.comparison_tables` formats it and this module wri
    seed and image like ΔmIoU, `+3.2 [2.9, 3.4]*`.
 Notes under the tables say which figures have no interval and why (older reports, single seeds).
 `--figure` also draws the per-class gains against the pixel share, with their paired intervals (`gain_figure`).
+`--across NAME=PATH` (repeatable) compares the runs under PATH - the same methods evaluated on another set, e.g. a
+held-out video - on their own, with the same reference, and adds one last table setting each method's seeds, mIoU,
+ΔmIoU and Δ bottom 25% on every set side by side (`across_table`), the main set labelled `--label` (default
+"main"); the notes and left-out runs of each other set follow, prefixed with its name.
 The reference is `--reference`, else the method named "base", else the first method.
 """
 
@@ -46,16 +51,23 @@ import sys
 from pathlib import Path
 
 from tailseg.analysis.comparison import Comparison, build_comparison
-from tailseg.analysis.comparison_tables import SORTS, comparison_tables
+from tailseg.analysis.comparison_tables import SORTS, Table, across_table, comparison_tables
 from tailseg.analysis.gains import gain_figure
 from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES
 
 
-def render(comparison: Comparison, fmt: str = "markdown", sort: str = "reference") -> str:
+def render(
+    comparison: Comparison, fmt: str = "markdown", sort: str = "reference", across: dict[str, Comparison] | None = None
+) -> str:
     """The tables of `comparison` as markdown or CSV, each followed by its explanation, then the notes and one
-    "Left out: RUN (REASON)" line per run left out (list items in markdown, comments in CSV)."""
+    "Left out: RUN (REASON)" line per run left out (list items in markdown, comments in CSV). `across`: {label:
+    comparison} of every evaluation set, the main one first, for `across_table` (the notes and left-out runs of the
+    other sets are prefixed with their label)."""
     out = []
-    for title, header, rows, under in comparison_tables(comparison, sort):
+    tables: list[Table] = comparison_tables(comparison, sort)
+    if across:
+        tables.append(across_table(across))
+    for title, header, rows, under in tables:
         if fmt == "csv":
             out.append(f"# {title}")
             out += [",".join(f'"{c}"' if "," in c else c for c in row) for row in [header, *rows]]
@@ -68,6 +80,10 @@ def render(comparison: Comparison, fmt: str = "markdown", sort: str = "reference
     mark = "#" if fmt == "csv" else "-"
     lines = [f"Note: {note}" for note in comparison.notes]
     lines += [left_out_line(name, reason) for name, reason in comparison.left_out]
+    for label, other in (across or {}).items():
+        if other is not comparison:
+            lines += [f"{label}: Note: {note}" for note in other.notes]
+            lines += [f"{label}: {left_out_line(name, reason)}" for name, reason in other.left_out]
     if lines:
         out += [f"{mark} {line}" for line in lines] + [""]
     return "\n".join(out)
@@ -88,11 +104,15 @@ def write_comparison(
     evaluations: bool = False,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    across: dict[str, list] | None = None,
+    label: str = "main",
 ) -> str:
     """The comparison of the runs of `sources` (paths or NAME=PATH) that count (see the module docs;
     `evaluations`: also the reports of `validate` and `test`), built once: its text, with the notes and the runs
     left out under the tables, also written to `output`, and the gain figure written to `figure` (with at least
-    two methods). `make demo` and `tailseg matrix` call this.
+    two methods). `across`: {label: sources} of the same methods on other evaluation sets, each compared on its own
+    with the same reference and set beside this one (labelled `label`) in one more table. `make demo` and
+    `tailseg matrix` call this.
 
     Raises:
         FileNotFoundError: a source does not exist. ValueError: no run that counts, or a bad reference.
@@ -100,7 +120,16 @@ def write_comparison(
     comparison = build_comparison(
         list(sources), reference=reference, evaluations=evaluations, resamples=resamples, seed=seed
     )
-    text = render(comparison, fmt, sort)
+    sets = None
+    if across:
+        if label in across:
+            raise ValueError(f"--across {label}=...: {label!r} is already the main set's label (--label)")
+        sets = {label: comparison}
+        for name, other in across.items():
+            sets[name] = build_comparison(
+                list(other), reference=comparison.reference, evaluations=evaluations, resamples=resamples, seed=seed
+            )
+    text = render(comparison, fmt, sort, sets)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text)
@@ -132,11 +161,26 @@ def compare_main(argv: list[str]) -> None:
     )
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (the same seed, the same intervals)")
+    parser.add_argument(
+        "--across",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="the same methods on another evaluation set (e.g. a held-out video), compared on their own and set beside "
+        "the main set in one more table; repeatable",
+    )
+    parser.add_argument("--label", default="main", help="the main set's name in the --across table")
     args = parser.parse_args(argv)
+    across: dict[str, list[str]] = {}
+    for item in args.across:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--across {item!r}: give NAME=PATH, e.g. 0006R0=runs/board/scratch-0006R0")
+        across.setdefault(name, []).append(path)
     try:
         text = write_comparison(
             args.runs, args.output, args.figure, args.reference, args.sort, args.format, args.evaluations,
-            args.resamples, args.seed,
+            args.resamples, args.seed, across, args.label,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         print(f"tailseg compare: error: {error}", file=sys.stderr)

@@ -9,6 +9,8 @@ has the mean of the last k validations (`miou_last_k`), the leaderboard shows it
 over seeds) with its seed-paired Δ to the reference (`+1.2 [-0.5, 2.9]*`, paired t-test over the seed pairs).
 The leaderboard's last column, "Δ bottom 25% vs <reference>", is the paired Δ of the mean IoU over the reference's
 worst quarter of the classes (`Delta.bottom`; `+3.2 [2.9, 3.4]*` like ΔmIoU), a line under it naming the classes.
+`across_table` sets the leaderboards of several comparisons of the same methods on different evaluation sets side
+by side (e.g. val and a held-out video: `tailseg compare --across`).
 """
 
 from __future__ import annotations
@@ -169,6 +171,52 @@ def leaderboard(comparison: Comparison) -> Table:
             "pairs; without per-image counts to pair, the difference of the seed means"
         )
     return (f"Leaderboard (%), by mIoU; reference {c.reference}", header, rows, under)
+
+
+def across_table(comparisons: dict[str, Comparison]) -> Table:
+    """The methods of several comparisons (one per evaluation set, labelled by the keys; the first leads) as rows:
+    each set's seeds, mIoU [interval], ΔmIoU and Δ bottom 25% against its reference, paired within the set.
+
+    Methods are ordered by the first set's mIoU, then those missing from it; a method a set does not have shows
+    "not run" there. Nothing is paired across sets (different images); each set's bottom 25% is its own
+    reference's worst quarter of the classes, named under the table.
+
+    Raises:
+        ValueError: the comparisons have different references or classes.
+    """
+    first = next(iter(comparisons.values()))
+    for label, c in comparisons.items():
+        if c.reference != first.reference or c.classes != first.classes:
+            raise ValueError(
+                f"--across {label}: reference {c.reference!r} and classes {c.classes} differ from the first set's "
+                f"({first.reference!r}, {first.classes}); compare the same methods on the same classes"
+            )
+    ref = first.reference
+    order = sorted(first.methods, key=lambda m: -np.nan_to_num(first.figures[m].miou, nan=-np.inf))
+    order += [m for c in comparisons.values() for m in c.methods if m not in order]
+    order = list(dict.fromkeys(order))
+    rows = []
+    for method in order:
+        row = [method]
+        for c in comparisons.values():
+            if method not in c.figures:
+                row += ["not run", "", "", ""]
+                continue
+            f, delta = c.figures[method], c.deltas.get(method)
+            row += [str(len(f.seeds)), interval_text(f.miou, f.miou_ci, f.miou_std),
+                    "" if delta is None else delta_text(delta), "" if delta is None else bottom_delta_text(delta)]  # fmt: skip
+        rows.append(row)
+    header = ["method"]
+    for label in comparisons:
+        header += [f"{label}: seeds", f"{label}: mIoU", f"{label}: mIoU − {ref}", f"{label}: Δ bottom 25% vs {ref}"]
+    level = f"{100 * first.level:g}%"
+    under = [
+        f"each set compared on its own: mIoU over seeds [{level} interval over seeds and images], Δ = method − {ref} "
+        "paired by seed and image within the set, * as in that set's leaderboard; nothing is paired across sets",
+        *(f"{label}: bottom 25% = {ref}'s worst quarter there ({', '.join(c.bottom_classes) or 'none'})"
+          for label, c in comparisons.items()),
+    ]  # fmt: skip
+    return (f"Across evaluation sets (%): {', '.join(comparisons)}; reference {ref}", header, rows, under)
 
 
 def comparison_frames(comparison: Comparison, sort: str = "reference") -> dict[str, pd.DataFrame]:
