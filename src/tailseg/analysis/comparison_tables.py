@@ -116,6 +116,11 @@ def comparison_tables(comparison: Comparison, sort: str = "reference") -> list[T
     return tables
 
 
+def by_miou(comparison: Comparison) -> list[str]:
+    """The methods, highest mIoU first (a method without one last)."""
+    return sorted(comparison.methods, key=lambda m: -np.nan_to_num(comparison.figures[m].miou, nan=-np.inf))
+
+
 def leaderboard(comparison: Comparison) -> Table:
     """The methods as rows, best mIoU first (see the module docs for the columns)."""
     c = comparison
@@ -127,7 +132,7 @@ def leaderboard(comparison: Comparison) -> Table:
     last = f"last {ks.pop() if len(ks) == 1 and None not in ks else 'k'}" if ks else None
     bottom = f"Δ bottom {100 * c.fraction:g}% vs {c.reference}" if c.bottom_classes else None
     rows = []
-    for method in sorted(c.methods, key=lambda m: -np.nan_to_num(c.figures[m].miou, nan=-np.inf)):
+    for method in by_miou(c):
         f = c.figures[method]
         if method == c.reference:
             better = ""
@@ -192,9 +197,7 @@ def across_table(comparisons: dict[str, Comparison]) -> Table:
                 f"({first.reference!r}, {first.classes}); compare the same methods on the same classes"
             )
     ref = first.reference
-    order = sorted(first.methods, key=lambda m: -np.nan_to_num(first.figures[m].miou, nan=-np.inf))
-    order += [m for c in comparisons.values() for m in c.methods if m not in order]
-    order = list(dict.fromkeys(order))
+    order = list(dict.fromkeys([*by_miou(first), *(m for c in comparisons.values() for m in c.methods)]))
     rows = []
     for method in order:
         row = [method]
