@@ -53,15 +53,16 @@ declare -A RESULT_DIRS=([finetune-val]=camvid-finetune/val [finetune-0006R0]=cam
                         [scratch-val]=camvid-runs/val [scratch-0006R0]=camvid-runs/0006R0 [synthetic]=synthetic)
 
 results() {  # copy every finished seed's report of each stage folder, then one comparison per folder
-    local results=${RESULTS:-benchmarks/results} stage dest report run held_out
+    local results=${RESULTS:-benchmarks/results} stage dest report run copy held_out
     local -a filled=()
     shopt -s nullglob
     for stage in finetune-val finetune-0006R0 scratch-val scratch-0006R0 synthetic; do
         dest=$results/${RESULT_DIRS[$stage]}
         for report in "$OUT/$stage"/*/seed*/report.json; do
             run=${report%/report.json}
-            mkdir -p "$dest/${run#"$OUT/$stage/"}"
-            cp "$report" "$run"/*.per_image.npz "$dest/${run#"$OUT/$stage/"}/"
+            copy=$dest/${run#"$OUT/$stage/"}
+            mkdir -p "$copy"
+            cp "$report" "$run"/*.per_image.npz "$copy/"
         done
         [[ -d $dest ]] && filled+=("$stage")
     done
