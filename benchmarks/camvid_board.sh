@@ -33,9 +33,10 @@ SEEDS=(0 1 2)
 ROOTS=(--data.train.init_args.root "${CAMVID:-}" --data.val.init_args.root "${CAMVID:-}")
 HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
-# The from-scratch board, in the order the comparisons need them: the papers' methods and the peers first (on val
-# and the held-out video), then the methods added since (on val only).
-SCRATCH=(base lmp base_plus tce_class stce lmp_only focal median_freq rare_class class_balanced repeat_factor
+# The from-scratch board, in the order the comparisons need them: the papers' methods first (the fine-tuning
+# verdict compares them with their from-scratch figures), then the peers (on val and the held-out video), then
+# the methods added since (on val only).
+SCRATCH=(base lmp tce_class stce base_plus lmp_only focal median_freq rare_class class_balanced repeat_factor
          lovasz dice)
 SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
 # The fine-tuning verdict's methods; the others of experiments/camvid/finetune/ come last (stage finetune-extra).

@@ -64,7 +64,7 @@ def test_an_unknown_stage_is_refused_by_name(tmp_path):
 
 def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_papers_and_peers(tmp_path):
     """scratch-val and scratch-val-new together run every CamVid config into one folder; the held-out board runs
-    scratch-val's methods (the papers' and the peers'), papers first."""
+    scratch-val's methods (the papers' and the peers'), the papers' two losses right after BASE and LMP."""
 
     def configs(stage: str) -> list[str]:
         (line,) = _commands(tmp_path, stage)
@@ -75,7 +75,9 @@ def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_paper
     board, new, held_out = configs("scratch-val"), configs("scratch-val-new"), configs("scratch-0006R0")
     assert set(board) | set(new) == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid").glob("*.yaml")}
     assert not set(board) & set(new) and "experiments/camvid/logit_adjust.yaml" in new
-    assert held_out == board and board[:3] == [f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "base_plus")]
+    assert held_out == board and board[:4] == [
+        f"experiments/camvid/{m}.yaml" for m in ("base", "lmp", "tce_class", "stce")
+    ]
 
 
 def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
