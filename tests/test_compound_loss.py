@@ -105,6 +105,29 @@ def test_default_weights_are_one():
     torch.testing.assert_close(loss(logits, target), CrossEntropy()(logits, target) + _lovasz()(logits, target))
 
 
+class _Constant(torch.nn.Module):
+    """A term whose value is a fixed number (inf, NaN), with a gradient path to the logits."""
+
+    def __init__(self, number: float) -> None:
+        super().__init__()
+        self.number = number
+
+    def forward(self, logits, target):
+        return logits.sum() * 0 + self.number
+
+
+@pytest.mark.parametrize("number", [math.inf, math.nan])
+def test_a_term_of_weight_0_is_logged_but_left_out_of_the_loss_and_its_gradient(number):
+    logits, target = _batch()
+    loss = Sum([CrossEntropy(), _Constant(number)], [0.7, 0.0])
+    value, grad = _value_and_grad(loss, logits, target)
+    ce_value, ce_grad = _value_and_grad(CrossEntropy(), logits, target)
+    torch.testing.assert_close(value, 0.7 * ce_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, 0.7 * ce_grad, rtol=1e-12, atol=1e-12)
+    kept = loss.term_values[term_name(loss.terms[1])]
+    assert math.isnan(kept.item()) if math.isnan(number) else kept.item() == number
+
+
 def test_class_statistics_reach_a_term_and_its_buffers_travel_in_the_state_dict():
     counts = torch.tensor([[40, 30, 20, 10, 25], [50, 0, 30, 15, 20], [10, 5, 0, 0, 60]])
     logits, target = _batch()

@@ -83,7 +83,8 @@ class Sum(nn.Module):
     Args:
         terms: The losses, at least one; each an `nn.Module` called as `term(logits, target) -> scalar`.
         weights: One finite, non-negative weight per term, not all 0; None weighs every term 1. A term of
-            weight 0 is computed and logged but adds nothing to the loss or its gradient.
+            weight 0 is computed (without gradient) and logged but left out of the loss: it adds nothing to the
+            loss or its gradient, even when its value is infinite or NaN.
 
     Raises:
         ValueError: No term, a term that is not an `nn.Module`, a `weights` list of another length than `terms`,
@@ -149,12 +150,15 @@ class Sum(nn.Module):
         total: torch.Tensor | None = None
         values: dict[str, torch.Tensor] = {}
         for name, term, weight in zip(self.names, self.terms, self.weights, strict=True):
-            value = in_float32(term, logits, target)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and weight != 0):
+                value = in_float32(term, logits, target)
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"Sum: term {name} ({type(term).__name__}) must return a scalar, got {shape}")
             value = value.reshape(())
             values[name] = value.detach()
+            if weight == 0:  # left out, not multiplied by 0: an infinite or NaN term would make 0 * value NaN
+                continue
             total = weight * value if total is None else total + weight * value
         self.term_values = values
         assert total is not None

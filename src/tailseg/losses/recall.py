@@ -21,8 +21,9 @@ that of the batch the loss is computed on, under the current weights (`momentum=
 Decisions (the public code differs in the points marked *):
 
 - *Ignored pixels* (label `ignore_index`) count nowhere: not in N_c, TP_c, FN_c, nor in the loss or in N, whatever
-  their argmax. (* The public code maps the ignore label onto an existing class in its counts, so ignored pixels
-  change that class's recall, and it averages the loss over all pixels, ignored ones included.)
+  their argmax. (* The public code does not exclude them: it remaps the ignore label onto a class of its counts, so
+  ignored pixels change that class's recall, and its per-pixel weights index the weight table by the label, which
+  fails for an ignore label >= C instead of leaving those pixels out.)
 - *Predictions* are the argmax of the logits the loss is given (of the batch, before the optimiser step); the
   predicted label of a pixel only matters for pixels labelled with a class, so a pixel labelled c and predicted d
   is a false negative of c; false positives do not enter the recall.
