@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from tailseg.analysis.comparison import build_comparison
+from tailseg.analysis.comparison import BELOW, build_comparison
 from tailseg.cli import main
 from tailseg.compare import comparison_tables, render
 from tailseg.metrics.bootstrap import iou_from_counts, mean_iou
@@ -128,7 +129,7 @@ def test_one_seed_gets_no_mark_and_a_note(tmp_path):
 
 def test_identical_methods_tie(tmp_path):
     same = np.array([0.9, 0.7, 0.2, 0.8])
-    for seed in range(2):
+    for seed in range(3):
         write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, same))
         write_report(tmp_path / "copy" / f"seed{seed}", seed, counts(seed, same))
     c = build_comparison(tmp_path, resamples=100)
@@ -142,6 +143,13 @@ def test_cli_compare_with_intervals(runs, capsys):
     printed = capsys.readouterr().out
     assert "### Gain over base (IoU points)" in printed and "| group |" in printed
     assert (runs / "comparison.md").read_text() + "\n" == printed and "- Note: " in printed
+
+
+def test_cli_compare_ci_unit_group_without_groups_is_refused_by_name(runs, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", str(runs), "--resamples", "50", "--ci_unit", "group"])
+    assert stop.value.code == 2
+    assert "tailseg compare: error: unit group: the evaluated images have no groups" in capsys.readouterr().err
 
 
 def test_gain_figure_and_frames_from_the_comparison(runs):
@@ -179,15 +187,84 @@ def test_partial_counts_and_unpaired_seeds_are_noted(tmp_path):
     assert "tce vs base: no seed in common: Δ of the seed means, without an interval" in c.notes
 
 
-def test_groups_of_images_are_resampled_when_every_evaluation_names_them(tmp_path):
+def test_groups_of_images_are_resampled_only_on_request_and_marked_only_with_ten(tmp_path):
+    """Images carry their video: the default still resamples images; unit "group" resamples the 3 videos, shows
+    the intervals and marks nothing (fewer than 10 groups), even where the image bootstrap marks the gain."""
     base = np.array([0.9, 0.7, 0.2, 0.8])
     videos = [f"video{i % 3}" for i in range(len(IMAGES))]
-    for seed in range(2):
+    for seed in range(3):
         write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base), groups=videos)
-        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base), groups=videos)
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base + np.array([0, 0, 0.3, 0])),
+                     groups=videos)  # fmt: skip
+    by_image = build_comparison(tmp_path, resamples=400)
+    assert by_image.unit == "image" and not any("groups of images" in note for note in by_image.notes)
+    assert by_image.deltas["lmp"].miou_significant and by_image.groups["base"] == BELOW
+    by_group = build_comparison(tmp_path, resamples=400, unit="group")
+    assert "intervals resample the 3 groups of images (videos / cities)" in by_group.notes
+    assert "only 3 groups of images: the group intervals are shown, no significance is marked (needs 10)" in (
+        by_group.notes
+    )
+    d = by_group.deltas["lmp"]
+    assert d.miou_ci is not None and d.miou_ci[0] > 0 and by_group.figures["lmp"].miou_ci is not None
+    assert not d.miou_significant and not d.significant.any() and not d.bottom_significant
+    assert by_group.groups["base"] == BELOW  # the group column reads the interval, not the marks
+    assert not np.array_equal(d.miou_ci, by_image.deltas["lmp"].miou_ci)
+
+
+def test_unit_group_is_refused_without_groups_and_an_unknown_unit_by_name(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base))
+    with pytest.raises(ValueError, match="unit group: the evaluated images have no groups"):
+        build_comparison(tmp_path, resamples=50, unit="group")
+    with pytest.raises(ValueError, match="unit must be one of image, group, got 'video'"):
+        build_comparison(tmp_path, resamples=50, unit="video")
+
+
+def test_two_seed_pairs_are_a_pilot_without_marks_or_group(tmp_path):
+    """A gain the image bootstrap finds with 3 seed pairs is not marked with 2: the intervals are shown, the note
+    says why, and the leaderboard's group is unknown."""
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    better = base + np.array([0.0, 0.0, 0.3, 0.0])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, better))
+    three = build_comparison(tmp_path, resamples=400)
+    assert three.deltas["lmp"].miou_significant and three.deltas["lmp"].significant.any()
+    shutil.rmtree(tmp_path / "lmp" / "seed2")
+    shutil.rmtree(tmp_path / "base" / "seed2")
+    two = build_comparison(tmp_path, resamples=400)
+    d = two.deltas["lmp"]
+    assert d.pairs == 2 and d.miou_ci[0] > 0
+    assert not d.miou_significant and not d.significant.any() and not d.bottom_significant
+    assert "lmp vs base: 2 seed pairs: a pilot, no significance marked (needs 3)" in two.notes
+    assert two.groups == {"lmp": "1", "base": None}
+    assert "*" not in "".join(cell for row in comparison_tables(two)[1][2] for cell in row)
+
+
+def test_seeds_on_one_side_only_are_left_out_of_the_paired_delta_with_a_note(tmp_path):
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in (0, 1, 2):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+    for seed in (1, 2, 5):
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base))
     c = build_comparison(tmp_path, resamples=50)
-    assert "intervals resample the 3 groups of images (videos / cities)" in c.notes
-    assert c.deltas["lmp"].miou_ci is not None
+    assert c.deltas["lmp"].pairs == 2 and c.figures["lmp"].seeds == [1, 2, 5]
+    assert "lmp vs base: Δ from the 2 seeds both have (seeds 1, 2); lmp has 3, base 3" in c.notes
+
+
+def test_too_few_resamples_for_any_class_mark_are_noted(tmp_path):
+    """Holm over 4 classes with R resamples cannot go below 4 · 2 / (R + 1): 0.16 at R = 50, 0.004 at 2000."""
+    base = np.array([0.9, 0.7, 0.2, 0.8])
+    for seed in range(3):
+        write_report(tmp_path / "base" / f"seed{seed}", seed, counts(seed, base))
+        write_report(tmp_path / "lmp" / f"seed{seed}", seed, counts(10 + seed, base))
+    few = build_comparison(tmp_path, resamples=50)
+    assert "50 resamples: Holm over 4 classes cannot go below 0.16, so no class can be marked; raise --resamples" in (
+        few.notes
+    )
+    assert not any("cannot go below" in note for note in build_comparison(tmp_path, resamples=2000).notes)
 
 
 def last_k(miou: float, per_class: dict | None = None, k: int = 2) -> dict:

@@ -96,6 +96,9 @@ def test_interval_fields_bracket_the_point_and_follow_the_seed():
     assert off["per_image_miou"] == fields["per_image_miou"]
     assert [off[k] for k in CI_FIELDS if k != "per_image_miou"] == [None] * 4
     assert all(v is None for v in interval_fields(None, ["x"]).values())
+    one = PerImage(counts.names[:1], None, counts.intersection[:1], counts.union[:1])  # no zero-width interval
+    lone = interval_fields(one, ["x", "y", "z"], resamples=500)
+    assert lone["per_image_miou"] is not None and [lone[k] for k in CI_FIELDS if k != "per_image_miou"] == [None] * 4
     no_groups = PerImage(counts.names, None, counts.intersection, counts.union)
     with pytest.raises(ValueError, match="ci_unit group: the evaluated images have no groups"):
         interval_fields(no_groups, ["x", "y", "z"], unit="group")

@@ -2,7 +2,7 @@
 
     tailseg compare runs/demo [--reference base] [--format markdown|csv] [--sort reference|frequency]
                     [--output comparison.md] [--figure gains.png] [--evaluations] [--resamples 2000] [--seed 0]
-                    [--label val --across 0006R0=runs/held-out ...]
+                    [--ci_unit image|group] [--label val --across 0006R0=runs/held-out ...]
 
 Each argument is a `report.json`, a run directory, or a folder of runs at any depth (e.g. `runs/demo`,
 holding `base/version_0/` and `lmp/version_0/`); `NAME=PATH` names the method of every run under PATH,
@@ -42,6 +42,8 @@ held-out video - on their own, with the same reference, and adds one last table 
 ΔmIoU and Δ bottom 25% on every set side by side (`across_table`), the main set labelled `--label` (default
 "main"); the notes and left-out runs of each other set follow, prefixed with its name.
 The reference is `--reference`, else the method named "base", else the first method.
+`--ci_unit group` resamples the groups of images (videos, cities) instead of images, as the report's option of the
+same name; marks then need 10 groups or more (`tailseg.analysis.comparison`, module docs).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tailseg.analysis.comparison import Comparison, build_comparison
+from tailseg.analysis.comparison import UNITS, Comparison, build_comparison
 from tailseg.analysis.comparison_tables import SORTS, Table, across_table, comparison_tables
 from tailseg.analysis.gains import gain_figure
 from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES
@@ -106,29 +108,27 @@ def write_comparison(
     seed: int = 0,
     across: dict[str, list] | None = None,
     label: str = "main",
+    unit: str = "image",
 ) -> str:
     """The comparison of the runs of `sources` (paths or NAME=PATH) that count (see the module docs;
-    `evaluations`: also the reports of `validate` and `test`), built once: its text, with the notes and the runs
-    left out under the tables, also written to `output`, and the gain figure written to `figure` (with at least
-    two methods). `across`: {label: sources} of the same methods on other evaluation sets, each compared on its own
+    `evaluations`: also the reports of `validate` and `test`; `unit`: what a resample draws, "image" or "group"),
+    built once: its text, with the notes and the runs left out under the tables, also written to `output`, and the
+    gain figure written to `figure` (with at least two methods). `across`: {label: sources} of the same methods on other evaluation sets, each compared on its own
     with the same reference and set beside this one (labelled `label`) in one more table. `make demo` and
     `tailseg matrix` call this.
 
     Raises:
         FileNotFoundError: a source does not exist. ValueError: no run that counts, or a bad reference.
     """
-    comparison = build_comparison(
-        list(sources), reference=reference, evaluations=evaluations, resamples=resamples, seed=seed
-    )
+    statistics = {"evaluations": evaluations, "resamples": resamples, "seed": seed, "unit": unit}
+    comparison = build_comparison(list(sources), reference=reference, **statistics)
     sets = None
     if across:
         if label in across:
             raise ValueError(f"--across {label}=...: {label!r} is already the main set's label (--label)")
         sets = {label: comparison}
         for name, other in across.items():
-            sets[name] = build_comparison(
-                list(other), reference=comparison.reference, evaluations=evaluations, resamples=resamples, seed=seed
-            )
+            sets[name] = build_comparison(list(other), reference=comparison.reference, **statistics)
     text = render(comparison, fmt, sort, sets)
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,12 @@ def compare_main(argv: list[str]) -> None:
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples of the intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (the same seed, the same intervals)")
     parser.add_argument(
+        "--ci_unit",
+        choices=UNITS,
+        default="image",
+        help="what a bootstrap resample draws: images, or the groups of images (videos, cities; marks need 10 or more)",
+    )
+    parser.add_argument(
         "--across",
         action="append",
         default=[],
@@ -180,7 +186,7 @@ def compare_main(argv: list[str]) -> None:
     try:
         text = write_comparison(
             args.runs, args.output, args.figure, args.reference, args.sort, args.format, args.evaluations,
-            args.resamples, args.seed, across, args.label,
+            args.resamples, args.seed, across, args.label, args.ci_unit,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         print(f"tailseg compare: error: {error}", file=sys.stderr)

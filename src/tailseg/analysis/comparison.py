@@ -5,13 +5,17 @@ per-image counts (`tailseg.analysis.per_image`) and computes everything `tailseg
 and the notebooks show, with the statistics of `tailseg.metrics.paired`; they only render the `Comparison`.
 
 - Figures of a method (IoU in %): the point figures are the means over its seeds of the reports' per-class IoU
-  and of each run's mIoU (the mean over its classes with an IoU); their 95% intervals resample seeds, then
-  images within each drawn seed (`seed_and_image_interval`). With one seed the interval is over images only.
+  and of each run's mIoU (the mean over its classes with an IoU); their 95% intervals resample seeds and,
+  for all the drawn seeds at once, the images they were all evaluated on (`seed_and_image_interval`; why one
+  image draw for all seeds: `tailseg.metrics.paired`). With one seed the interval is over images only.
 - Δ against the reference (and against the top method): paired by seed number (runs without a known seed
   pair by their order within the method) and by image (`paired_bootstrap`); per-class p-values are
   Holm-corrected over the classes of one comparison, and a class is *significant* when its Holm p < `alpha`;
-  ΔmIoU is one test of its own (its raw p). Significance needs at least 2 seed pairs: with one, the interval
-  is over images only and says nothing about another training run, so nothing is marked and a note says so.
+  ΔmIoU is one test of its own (its raw p). Significance needs at least 3 seed pairs (`MIN_SEED_PAIRS`, the
+  project's rule: 3 seeds for any claim): with one the interval is over images only and says nothing about
+  another training run, and a bootstrap over 2 seeds knows 3 seed combinations and no spread beyond them; with
+  fewer than 3, intervals are shown, nothing is marked, and a note says so. Seeds that only one side has are
+  left out of the paired Δ, with a note naming how many pairs it rests on.
   Without a seed pair holding per-image counts on both sides, Δ is the difference of the seed means with
   the std over the method's seeds, and no interval.
 - Δ bottom 25% (sorted by reference): the mean IoU over a fixed set of classes, the reference's worst quarter -
@@ -21,7 +25,7 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
   paired by seed and image exactly like ΔmIoU, from the same resampled per-image counts (the same draws): each
   side's mean over the set's classes that have an IoU (NaN left out, as in mIoU), differenced per drawn seed pair
   and averaged (`paired_bootstrap`'s `subsets`); percentile interval, bootstrap p, marked with the rules of
-  ΔmIoU (its own p < `alpha`, at least 2 seed pairs). The set is chosen once, from the reference's point figures,
+  ΔmIoU (its own p < `alpha`, at least 3 seed pairs). The set is chosen once, from the reference's point figures,
   and never re-sorted: a paired difference needs the same classes on both sides (each method's own worst
   classes would difference different classes), and re-sorting per resample would pick each draw's unluckiest
   classes - a different statistic, biased downwards against the point figure, so its interval would not be an
@@ -30,19 +34,30 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
   method uses the same set (the reference's).
 - The leaderboard's *group*: the top method (highest mIoU) and every method whose paired 95% interval of
   ΔmIoU against it contains 0 form group 1 (statistically tied with the top); the other methods are "below".
-  Where the paired interval is unavailable the group is unknown (None).
+  The group is a significance call, so it follows the marks' rule: where the paired interval is unavailable or
+  rests on fewer than 3 seed pairs, the group is unknown (None).
 - P(method > reference) over seed pairs (`prob_better`), with at least 3 pairs, else None and the reason.
 - The mean of the last k validations (the reports' `miou_last_k`, of runs configured with `last_k`): a method's
   figure is the mean over its seeds, None unless every seed has it; its Δ is the mean of the differences over the
   seed pairs (paired by seed as above), with at least 2 pairs the interval at `level` and the p of a paired
-  t-test over the seed pairs (`scipy.stats.ttest_rel`), marked when p < `alpha`; with one pair neither; with no
+  t-test over the seed pairs (`scipy.stats.ttest_rel`), marked when p < `alpha` and there are at least 3 pairs;
+  with one pair neither; with no
   seed in common the difference of the seed means. This interval is over seeds only: the last k validations of
   one run are not independent measurements, so there is no image bootstrap of this figure.
-- Reports without per-image counts (older tailseg) are compared on their point figures; every figure that
-  would need their counts has no interval, and a note names them: never a zero-width interval.
+- Reports without per-image counts (older tailseg), or with counts of a single image (a resample of one image
+  is that image), are compared on their point figures; every figure that would need their counts has no
+  interval, and a note names them: never a zero-width interval.
+- With R resamples the smallest bootstrap p is 2 / (R + 1), so Holm's smallest corrected p over C classes is
+  C · 2 / (R + 1): when that is not below `alpha` no class can be marked, and a note says so (raise `resamples`).
 
-Images are resampled in groups (CamVid's videos, Cityscapes' cities) when every evaluation's counts name the
-group of each image and there are at least two groups; else image by image. Only evaluations of the same
+The unit of resampling is the image (`unit="image"`, the default, as in the reports). `unit="group"` resamples
+the groups of images instead (CamVid's videos, Cityscapes' cities: the cluster bootstrap), where every
+evaluation's counts name the group of each image; it is never chosen on its own, because with few groups the
+cluster bootstrap is far too sure of itself (with 2 or 3 videos every resample holds the same few clusters, and a
+difference of the same sign in each is marked whatever its size; Cameron, Gelbach and Miller, "Bootstrap-based
+improvements for inference with clustered errors", Review of Economics and Statistics, 2008, find it unreliable
+below a few tens of clusters). With fewer than `MIN_GROUPS` groups the group intervals are shown and nothing is
+marked, with a note; with fewer than 2 it is refused. Only evaluations of the same
 images are resampled together or paired (an evaluation on the test split never pairs with a run's validation):
 elsewhere Δ is the difference of the seed means, without an interval, and a note says so.
 """
@@ -64,6 +79,12 @@ from tailseg.metrics.bootstrap import DEFAULT_RESAMPLES, mean_iou
 from tailseg.metrics.paired import holm, paired_bootstrap, prob_better, seed_and_image_interval, subset_mean
 
 ALPHA = 0.05
+#: Fewest seed pairs for a significance mark (and for the leaderboard's group): the project's 3 seeds for a claim.
+MIN_SEED_PAIRS = 3
+#: Fewest groups of images for a significance mark when groups are resampled (`unit="group"`, module docs).
+MIN_GROUPS = 10
+#: What a resample draws (`build_comparison`'s `unit`).
+UNITS = ("image", "group")
 #: Share of the classes in the fairness groups ("bottom 25% (sorted by reference)").
 FRACTION = 0.25
 TOP_GROUP, BELOW = "1", "below"
@@ -122,24 +143,24 @@ class Delta:
         per_class_ci: (2, C) paired interval, None without pairs.
         p: (C,) raw bootstrap p-values, None without pairs.
         p_holm: (C,) Holm-corrected over the classes, None without pairs.
-        significant: (C,) Holm p < alpha with at least 2 seed pairs.
+        significant: (C,) Holm p < alpha with at least 3 seed pairs (`MIN_SEED_PAIRS`).
         miou: Point ΔmIoU.
         miou_ci: (2,) its interval, None without pairs.
         miou_p: Its p-value, None without pairs.
-        miou_significant: miou_p < alpha with at least 2 seed pairs.
+        miou_significant: miou_p < alpha with at least 3 seed pairs.
         bottom: Point Δ of the mean IoU over `Comparison.bottom_classes` (the reference's worst quarter; module
             docs): with pairs, the mean over them of the whole-set Δ; without, the difference of the seed means.
             None when the reference ranks no class.
         bottom_ci: (2,) its paired interval (same resamples as ΔmIoU), None without pairs.
         bottom_p: Its bootstrap p-value, None without pairs.
-        bottom_significant: bottom_p < alpha with at least 2 seed pairs.
+        bottom_significant: bottom_p < alpha with at least 3 seed pairs.
         miou_last_k: Δ of the mean of the last k validations: the mean of the differences over the seed pairs (no
             pair: the difference of the seed means); None unless both methods have the figure.
         miou_last_k_pairs: Its seed pairs.
         miou_last_k_ci: (2,) the paired t-test's interval over the seed pairs (over seeds only: no image
             bootstrap, the last k validations of a run are not independent measurements); None with < 2 pairs.
         miou_last_k_p: The paired t-test's p; None with < 2 pairs.
-        miou_last_k_significant: miou_last_k_p < alpha.
+        miou_last_k_significant: miou_last_k_p < alpha with at least 3 seed pairs.
     """
 
     method: str
@@ -184,7 +205,7 @@ class Comparison:
         bottom_classes: The classes of Δ bottom (`Delta.bottom`): the reference's worst ⌈fraction · K⌉, lowest first.
         fraction: Share of the classes in the fairness groups (0.25).
         notes: What the reader must know (missing counts, single seeds, resampling unit).
-        resamples, seed, level, alpha: The settings of the statistics.
+        resamples, seed, level, alpha, unit: The settings of the statistics.
     """
 
     runs: list[Run]
@@ -208,6 +229,7 @@ class Comparison:
     seed: int = 0
     level: float = 0.95
     alpha: float = ALPHA
+    unit: str = "image"
 
 
 def _seed_keys(runs: list[Run]) -> list:
@@ -218,8 +240,8 @@ def _seed_keys(runs: list[Run]) -> list:
 
 def _load_counts(runs: list[Run], classes: int, notes: list[str]) -> dict[str, PerImage]:
     """{run name: its per-image counts}, the counts of evaluations of the same images in one order (that of the
-    first run read with those images). Runs without counts (or with counts of another number of classes) are
-    absent and noted."""
+    first run read with those images). Runs without counts (or with counts of another number of classes,
+    or of one image) are absent and noted."""
     loaded: dict[str, PerImage] = {}
     orders: dict[frozenset, list[str]] = {}
     missing = []
@@ -227,6 +249,9 @@ def _load_counts(runs: list[Run], classes: int, notes: list[str]) -> dict[str, P
         counts = load_per_image(run.report, run.path)
         if counts is None or counts.intersection.shape[1] != classes:
             missing.append(run.name)
+            continue
+        if len(counts.names) < 2:
+            notes.append(f"{run.name}: per-image counts of one image: intervals unavailable")
             continue
         order = orders.setdefault(frozenset(counts.names), counts.names)
         loaded[run.name] = counts.aligned(order)
@@ -239,14 +264,25 @@ def _same_images(counts: list[PerImage]) -> bool:
     return all(c.names == counts[0].names for c in counts)
 
 
-def _settings(counts: list[PerImage], settings: dict, notes: list[str]) -> dict:
-    """`settings` with the groups of images to resample: the groups of the images (videos / cities) where every
-    evaluation names them and there are two or more, else None (images)."""
+def _settings(counts: list[PerImage], settings: dict, notes: list[str]) -> tuple[dict, bool]:
+    """The keyword arguments of the resampling (`settings` less the unit, with the groups of the images when the
+    unit is "group") and whether its intervals may carry marks (enough groups; module docs).
+
+    Raises:
+        ValueError: unit "group" and an evaluation without groups, or all its images in one group.
+    """
+    unit, kwargs = settings["unit"], {k: v for k, v in settings.items() if k != "unit"}
+    if unit == "image":
+        return {**kwargs, "groups": None}, True
     groups = [c.groups for c in counts]
-    if all(g is not None for g in groups) and len(set(groups[0])) > 1:
-        notes.append(f"intervals resample the {len(set(groups[0]))} groups of images (videos / cities)")
-        return {**settings, "groups": np.asarray(groups[0])}
-    return {**settings, "groups": None}
+    if any(g is None for g in groups) or len(set(groups[0])) < 2:
+        raise ValueError("unit group: the evaluated images have no groups, or all share one; use unit image")
+    count = len(set(groups[0]))
+    notes.append(f"intervals resample the {count} groups of images (videos / cities)")
+    if count < MIN_GROUPS:
+        notes.append(f"only {count} groups of images: the group intervals are shown, no significance is marked "
+                     f"(needs {MIN_GROUPS})")  # fmt: skip
+    return {**kwargs, "groups": np.asarray(groups[0])}, count >= MIN_GROUPS
 
 
 def _last_k(runs: list[Run], keys: list, classes: list[str]) -> dict:
@@ -289,7 +325,7 @@ def _figures(
     if not _same_images(used):
         notes.append(f"{method}: its seeds were evaluated on different images: intervals unavailable")
         return figures
-    result = seed_and_image_interval([(c.intersection, c.union) for c in used], **_settings(used, settings, notes))
+    result = seed_and_image_interval([(c.intersection, c.union) for c in used], **_settings(used, settings, notes)[0])
     return replace(
         figures, per_class_ci=100.0 * result.per_class_iou_ci, miou_ci=100.0 * result.miou_ci,
         per_image_miou=100.0 * result.per_image_miou, per_image_miou_ci=100.0 * result.per_image_miou_ci,
@@ -314,8 +350,8 @@ def _last_k_delta(method: Figures, against: Figures, level: float, alpha: float)
         test = ttest_rel(ours, theirs)
         interval = test.confidence_interval(confidence_level=level)
     p = float(test.pvalue)
-    return {**fields, "miou_last_k_ci": np.array([interval.low, interval.high], dtype=np.float64),
-            "miou_last_k_p": p, "miou_last_k_significant": bool(p < alpha)}  # fmt: skip
+    return {**fields, "miou_last_k_ci": np.array([interval.low, interval.high], dtype=np.float64), "miou_last_k_p": p,
+            "miou_last_k_significant": bool(len(common) >= MIN_SEED_PAIRS and p < alpha)}  # fmt: skip
 
 
 def _seed_mean_subset(per_class: pd.DataFrame, method: str, classes: list[int]) -> float:
@@ -340,7 +376,11 @@ def _delta(
         pairs = []
     elif not common:
         notes.append(f"{method} vs {against}: no seed in common: Δ of the seed means, without an interval")
-    elif 0 < len(pairs) < len(common):
+    elif len(common) < max(len(keys[method]), len(keys[against])):
+        notes.append(f"{method} vs {against}: Δ from the {len(common)} seeds both have (seeds "
+                     f"{', '.join(map(str, common))}); {method} has {len(keys[method])}, {against} "
+                     f"{len(keys[against])}")  # fmt: skip
+    if 0 < len(pairs) < len(common):
         notes.append(f"{method} vs {against}: Δ and its interval from the {len(pairs)} of {len(common)} seed pairs "
                      "with per-image counts on both sides")  # fmt: skip
     if not pairs:
@@ -351,16 +391,20 @@ def _delta(
         )  # fmt: skip
         return Delta(method, against, 0, figures[method].per_class - figures[against].per_class, column_std(gains),
                      figures[method].miou - figures[against].miou, **seed_means, **last_k)  # fmt: skip
+    resampling, enough_groups = _settings([counts[m.name] for m, _ in pairs], settings, notes)
     result = paired_bootstrap(
         [(counts[m.name].intersection, counts[m.name].union) for m, _ in pairs],
         [(counts[r.name].intersection, counts[r.name].union) for _, r in pairs],
-        **_settings([counts[m.name] for m, _ in pairs], settings, notes),
+        **resampling,
         subsets={"bottom": bottom} if bottom else None,
     )
     if len(pairs) == 1:
         notes.append(f"{method} vs {against}: one seed pair: intervals over images only, no significance across seeds")
+    elif len(pairs) < MIN_SEED_PAIRS:
+        notes.append(f"{method} vs {against}: {len(pairs)} seed pairs: a pilot, no significance marked "
+                     f"(needs {MIN_SEED_PAIRS})")  # fmt: skip
     p_holm = holm(result.p)
-    marked = len(pairs) >= 2
+    marked = len(pairs) >= MIN_SEED_PAIRS and enough_groups
     subset = result.subsets.get("bottom")
     bottom_fields = {} if subset is None else {
         "bottom": 100.0 * subset.delta, "bottom_ci": 100.0 * subset.ci, "bottom_p": subset.p,
@@ -375,7 +419,8 @@ def _delta(
 
 
 def _group(delta: Delta) -> str | None:
-    if delta.miou_ci is None:
+    """Group "1" (tied with the top), "below", or None where the interval is missing or may not carry a mark."""
+    if delta.miou_ci is None or delta.pairs < MIN_SEED_PAIRS:
         return None
     return TOP_GROUP if delta.miou_ci[0] <= 0.0 <= delta.miou_ci[1] else BELOW
 
@@ -388,6 +433,7 @@ def build_comparison(
     seed: int = 0,
     level: float = 0.95,
     alpha: float = ALPHA,
+    unit: str = "image",
 ) -> Comparison:
     """The comparison of the runs of `sources` (paths, NAME=PATH strings, or `Run`s from `find_runs`) that count.
 
@@ -399,11 +445,14 @@ def build_comparison(
         seed: Seed of the resampling (the same seed gives the same intervals).
         level: Coverage of the intervals.
         alpha: Level of the significance marks (Holm-corrected over the classes).
+        unit: What a resample draws: "image" or "group" (groups of images; module docs).
 
     Raises:
         FileNotFoundError: a source that does not exist. ValueError: no run that counts, runs that disagree on
-        the classes, or a bad reference.
+        the classes, a bad reference, a bad `unit`, or unit "group" for images without 2 groups.
     """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     flat = [s for source in sources for s in (source if isinstance(source, (list, tuple)) else [source])]
     found = flat if flat and all(isinstance(s, Run) for s in flat) else find_runs(flat)
     kept, left_out = select_runs(found, evaluations)
@@ -421,13 +470,17 @@ def build_comparison(
     runs_of = {m: [run for run in kept if run.label == m] for m in names}
     notes: list[str] = []
     counts = _load_counts(kept, len(by_run.iloc[0]), notes)
-    settings = {"resamples": resamples, "seed": seed, "level": level}
+    settings = {"resamples": resamples, "seed": seed, "level": level, "unit": unit}
     figures = {m: _figures(per_class, m, runs_of[m], counts, settings, notes) for m in names}
     for m in names:
         if len(runs_of[m]) == 1 and figures[m].miou_ci is not None:
             notes.append(f"{m}: one seed: intervals over images only, no significance across seeds")
     bottom_names = bottom_classes(per_class, reference, FRACTION)
     all_classes = list(by_run.iloc[0])
+    if counts and len(all_classes) * 2 / (resamples + 1) >= alpha:
+        floor = len(all_classes) * 2 / (resamples + 1)
+        notes.append(f"{resamples} resamples: Holm over {len(all_classes)} classes cannot go below {floor:.2g}, so "
+                     "no class can be marked; raise --resamples")  # fmt: skip
     inputs = (per_class, runs_of, counts, figures, [all_classes.index(name) for name in bottom_names])
     deltas = {m: _delta(inputs, m, reference, notes, alpha, settings) for m in names if m != reference}
     top = max(names, key=lambda m: (np.nan_to_num(figures[m].miou, nan=-np.inf), -names.index(m)))
@@ -442,5 +495,5 @@ def build_comparison(
         top=top, versus_top=versus_top, groups=groups_of, prob_better=better,
         fairness=fairness_table(per_class, reference, FRACTION), bottom_classes=bottom_names, fraction=FRACTION,
         notes=list(dict.fromkeys(notes)), resamples=resamples,
-        seed=seed, level=level, alpha=alpha,
+        seed=seed, level=level, alpha=alpha, unit=unit,
     )  # fmt: skip

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tailseg.analysis.aggregate import mean_std_text
-from tailseg.analysis.comparison import Comparison, Delta
+from tailseg.analysis.comparison import MIN_SEED_PAIRS, Comparison, Delta
 from tailseg.analysis.fairness import LABELS, format_mean_std
 
 Table = tuple[str, list[str], list[list[str]], list[str]]
@@ -50,15 +50,15 @@ def delta_text(delta: Delta, index: int | None = None) -> str:
 
 
 def bottom_delta_text(delta: Delta) -> str:
-    """The cell of Δ bottom 25% (`Delta.bottom`): "+3.2 [2.9, 3.4]*" (`*`: its p < alpha with 2 seed pairs or
+    """The cell of Δ bottom 25% (`Delta.bottom`): "+3.2 [2.9, 3.4]*" (`*`: its p < alpha with 3 seed pairs or
     more), "+3.20" without per-image counts to pair, "n/a" without the figure."""
     text = interval_text(delta.bottom, delta.bottom_ci, signed=True)
     return text + ("*" if delta.bottom_significant else "")
 
 
 def last_k_delta_text(delta: Delta) -> str:
-    """The Δ cell of the mean of the last k validations: "+1.2 [-0.5, 2.9]*" (`*`: p < alpha), "+1.20" with fewer
-    than 2 seed pairs, "n/a" without the figure."""
+    """The Δ cell of the mean of the last k validations: "+1.2 [-0.5, 2.9]*" (`*`: p < alpha with 3 seed pairs or
+    more), "+1.20" with fewer than 2 seed pairs, "n/a" without the figure."""
     text = interval_text(delta.miou_last_k, delta.miou_last_k_ci, signed=True)
     return text + ("*" if delta.miou_last_k_significant else "")
 
@@ -101,8 +101,9 @@ def comparison_tables(comparison: Comparison, sort: str = "reference") -> list[T
         gains.append(["mIoU", *(delta_text(d) for d in c.deltas.values())])
         under = [
             f"Δ = method − {c.reference}, paired by seed and image [{level} percentile interval, {c.resamples} "
-            f"bootstrap resamples]; * Holm-corrected p < {c.alpha:g} over the {len(c.classes)} classes of a column "
-            f"(the mIoU row: its own p < {c.alpha:g}); marks need at least 2 seed pairs"
+            f"bootstrap resamples, resampling {c.unit}s]; * Holm-corrected p < {c.alpha:g} over the classes of a "
+            f"column that have a p (the mIoU row: its own p < {c.alpha:g}); marks need at least {MIN_SEED_PAIRS} "
+            "seed pairs"
         ]
         tables.append((f"Gain over {c.reference} (IoU points)", ["class", *c.deltas], gains, under))
     fairness = format_mean_std(c.fairness, labels=False).drop(columns="runs")
@@ -172,8 +173,8 @@ def leaderboard(comparison: Comparison) -> Table:
             f"{bottom}: mean IoU over {c.reference}'s worst {100 * c.fraction:g}% of the classes ("
             f"{', '.join(c.bottom_classes)}; the classes of 'bottom {100 * c.fraction:g}% (sorted by reference)', "
             f"fixed by {c.reference}'s mean IoU, the same on both sides), method − {c.reference}, paired by seed and "
-            f"image like ΔmIoU [{100 * c.level:g}% percentile interval], * its p < {c.alpha:g} with at least 2 seed "
-            "pairs; without per-image counts to pair, the difference of the seed means"
+            f"image like ΔmIoU [{100 * c.level:g}% percentile interval], * its p < {c.alpha:g} with at least "
+            f"{MIN_SEED_PAIRS} seed pairs; without per-image counts to pair, the difference of the seed means"
         )
     return (f"Leaderboard (%), by mIoU; reference {c.reference}", header, rows, under)
 

@@ -6,10 +6,21 @@ A comparison of method A with reference B is paired twice:
   of B with the *same* weight vector (image i drawn w_i times in both). The variance that the two share (an
   image hard for both) cancels in Δ = IoU_A − IoU_B; resampling A and B independently would count it twice;
 - by seed: seed s of A is compared with seed s of B (seeds paired by number). With k > 1 seed pairs a resample
-  first draws k seed pairs with replacement, then one image weight vector per drawn pair, so the interval
-  holds the variance across seeds (training noise) as well as across images (test-set noise)
+  draws k seed pairs with replacement and one image weight vector, the same for every drawn pair, so the
+  interval holds the variance across seeds (training noise) as well as across images (test-set noise)
   (Bouthillier et al., "Accounting for Variance in Machine Learning Benchmarks", MLSys 2021). With one
   seed pair the interval is over images only and says nothing about another training run.
+
+Why one image draw for all the seeds of a resample: seeds and images are crossed, not nested - every seed is
+evaluated on the same test images - so the test set's sampling error is common to all seeds and does not average
+out over them. Drawing the images anew for each seed would treat each seed as evaluated on a test set of its
+own, and the image part of the variance of a k-seed mean would shrink as 1/k: k copies of one evaluation would
+get an interval about 1/sqrt(k) as wide as the evaluation's own, and a method that differs from the reference
+only image by image (better on some, worse on others, alike in every seed) would be marked significant more
+often the more seeds it has. With one shared draw, k identical evaluations give exactly the interval of one
+(the image weights are drawn before the seeds, so they are the very weights of the one-seed resample). This is
+the two-way (seeds x images) bootstrap of a crossed design; "resample seeds, then images" is read as applying one
+image resample to all the drawn seeds.
 
 A resample's Δ of class c is the mean over its drawn seed pairs of IoU_A,c − IoU_B,c, each IoU from the
 re-weighted sums of the per-image counts (`tailseg.metrics.bootstrap`); ΔmIoU likewise with the mIoU of each
@@ -128,7 +139,8 @@ def _stack(counts: Sequence[Counts], name: str) -> tuple[np.ndarray, np.ndarray]
 def draw(
     k: int, n: int, resamples: int, seed: int, groups: Sequence | np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The random draws of a two-level resample: which seed (pair) each slot takes, and its image weights.
+    """The random draws of a two-level resample: the image weights, shared by its seed slots, and which seed
+    (pair) each slot takes (module docs).
 
     Args:
         k: Number of seeds (or seed pairs).
@@ -138,24 +150,20 @@ def draw(
         groups: A label per image to resample groups of images (`bootstrap.resample_weights`).
 
     Returns:
-        (seeds, weights): (R, k) int indices of the drawn seeds (drawn with replacement when k > 1, else all 0;
-        drawn first), and (R, k, n) image weights, one vector per drawn seed.
+        (seeds, weights): (R, k) int indices of the drawn seeds (with replacement when k > 1, else all 0), and
+        (R, n) image weights, one vector per resample for all its seed slots (drawn first, so that they do not
+        depend on k).
     """
     rng = np.random.default_rng(seed)
+    weights = resample_weights(n, resamples, rng, groups)
     seeds = rng.integers(0, k, size=(resamples, k)) if k > 1 else np.zeros((resamples, k), dtype=np.int64)
-    weights = resample_weights(n, resamples * k, rng, groups).reshape(resamples, k, n)
     return seeds, weights
 
 
 def _weighted_sums(seeds: np.ndarray, weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(R, k, C): Σ_i w_rji · counts[seeds[r, j], i, c]."""
-    resamples, k, n = weights.shape
-    flat_seeds, flat_weights = seeds.reshape(-1), weights.reshape(-1, n).astype(np.float64)
-    out = np.empty((resamples * k, counts.shape[-1]))
-    for s in range(counts.shape[0]):
-        rows = flat_seeds == s
-        out[rows] = flat_weights[rows] @ counts[s]
-    return out.reshape(resamples, k, -1)
+    """(R, k, C): Σ_i w_ri · counts[seeds[r, j], i, c]."""
+    by_seed = np.stack([weights.astype(np.float64) @ c for c in counts])  # (K, R, C): each seed's resampled sums
+    return by_seed[seeds, np.arange(len(weights))[:, None]]
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
@@ -262,8 +270,9 @@ def seed_and_image_interval(
     level: float = 0.95,
 ) -> SeedImageResult:
     """A method's IoU over k seeds with intervals holding the variance across seeds and across images: each
-    resample draws k seeds with replacement, then image weights for each drawn seed, and averages the drawn
-    seeds' figures (Bouthillier et al., 2021). With one seed it is the interval over images.
+    resample draws k seeds with replacement and one image weight vector for all of them (module docs), and
+    averages the drawn seeds' figures (Bouthillier et al., 2021). With one seed it is the interval over images;
+    k identical evaluations give exactly that interval.
 
     Args:
         counts_per_seed: k (intersection, union) pairs of (n, C) counts on the same images.
@@ -276,7 +285,7 @@ def seed_and_image_interval(
     images = np.stack([per_image_miou(i, u) for i, u in zip(intersection, union, strict=True)])  # (k, n)
     labelled = ~np.isnan(images)
     picked_images, picked_labelled = images[seeds], labelled[seeds]  # (R, k, n)
-    w = weights * picked_labelled
+    w = weights[:, None, :] * picked_labelled
     with np.errstate(invalid="ignore", divide="ignore"):
         image_means = (w * np.where(picked_labelled, picked_images, 0.0)).sum(-1) / w.sum(-1)
     whole = iou_from_counts(intersection.sum(1), union.sum(1))
