@@ -377,7 +377,7 @@ def _delta(
     elif not common:
         notes.append(f"{method} vs {against}: no seed in common: Δ of the seed means, without an interval")
     elif len(common) < max(len(keys[method]), len(keys[against])):
-        notes.append(f"{method} vs {against}: Δ from the {len(common)} seeds both have (seeds "
+        notes.append(f"{method} vs {against}: Δ from the {len(common)} seed{'s' * (len(common) > 1)} both have (seeds "
                      f"{', '.join(map(str, common))}); {method} has {len(keys[method])}, {against} "
                      f"{len(keys[against])}")  # fmt: skip
     if 0 < len(pairs) < len(common):
