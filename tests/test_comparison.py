@@ -207,7 +207,7 @@ def test_groups_of_images_are_resampled_only_on_request_and_marked_only_with_ten
     d = by_group.deltas["lmp"]
     assert d.miou_ci is not None and d.miou_ci[0] > 0 and by_group.figures["lmp"].miou_ci is not None
     assert not d.miou_significant and not d.significant.any() and not d.bottom_significant
-    assert by_group.groups["base"] == BELOW  # the group column reads the interval, not the marks
+    assert by_group.groups["base"] is None and not d.markable  # the group is a significance call: unknown too
     assert not np.array_equal(d.miou_ci, by_image.deltas["lmp"].miou_ci)
 
 

@@ -35,7 +35,7 @@ and the notebooks show, with the statistics of `tailseg.metrics.paired`; they on
 - The leaderboard's *group*: the top method (highest mIoU) and every method whose paired 95% interval of
   ΔmIoU against it contains 0 form group 1 (statistically tied with the top); the other methods are "below".
   The group is a significance call, so it follows the marks' rule: where the paired interval is unavailable or
-  rests on fewer than 3 seed pairs, the group is unknown (None).
+  may not carry a mark (`Delta.markable`: fewer than 3 seed pairs, or too few groups), the group is unknown (None).
 - P(method > reference) over seed pairs (`prob_better`), with at least 3 pairs, else None and the reason.
 - The mean of the last k validations (the reports' `miou_last_k`, of runs configured with `last_k`): a method's
   figure is the mean over its seeds, None unless every seed has it; its Δ is the mean of the differences over the
@@ -143,7 +143,9 @@ class Delta:
         per_class_ci: (2, C) paired interval, None without pairs.
         p: (C,) raw bootstrap p-values, None without pairs.
         p_holm: (C,) Holm-corrected over the classes, None without pairs.
-        significant: (C,) Holm p < alpha with at least 3 seed pairs (`MIN_SEED_PAIRS`).
+        markable: Whether its intervals may carry marks: at least 3 seed pairs (`MIN_SEED_PAIRS`), and at least
+            `MIN_GROUPS` groups where groups of images are resampled (module docs).
+        significant: (C,) Holm p < alpha, where `markable`.
         miou: Point ΔmIoU.
         miou_ci: (2,) its interval, None without pairs.
         miou_p: Its p-value, None without pairs.
@@ -172,6 +174,7 @@ class Delta:
     per_class_ci: np.ndarray | None = None
     p: np.ndarray | None = None
     p_holm: np.ndarray | None = None
+    markable: bool = False
     significant: np.ndarray | None = None
     miou_ci: np.ndarray | None = None
     miou_p: float | None = None
@@ -404,23 +407,23 @@ def _delta(
         notes.append(f"{method} vs {against}: {len(pairs)} seed pairs: a pilot, no significance marked "
                      f"(needs {MIN_SEED_PAIRS})")  # fmt: skip
     p_holm = holm(result.p)
-    marked = len(pairs) >= MIN_SEED_PAIRS and enough_groups
+    markable = len(pairs) >= MIN_SEED_PAIRS and enough_groups
     subset = result.subsets.get("bottom")
     bottom_fields = {} if subset is None else {
         "bottom": 100.0 * subset.delta, "bottom_ci": 100.0 * subset.ci, "bottom_p": subset.p,
-        "bottom_significant": bool(marked and subset.p < alpha),
+        "bottom_significant": bool(markable and subset.p < alpha),
     }  # fmt: skip
     return Delta(
         method, against, len(pairs), 100.0 * result.delta, np.full(result.delta.shape, np.nan), 100.0 * result.miou,
-        per_class_ci=100.0 * result.delta_ci, p=result.p, p_holm=p_holm,
-        significant=marked & (np.nan_to_num(p_holm, nan=1.0) < alpha), miou_ci=100.0 * result.miou_ci,
-        miou_p=result.miou_p, miou_significant=bool(marked and result.miou_p < alpha), **bottom_fields, **last_k,
+        per_class_ci=100.0 * result.delta_ci, p=result.p, p_holm=p_holm, markable=markable,
+        significant=markable & (np.nan_to_num(p_holm, nan=1.0) < alpha), miou_ci=100.0 * result.miou_ci,
+        miou_p=result.miou_p, miou_significant=bool(markable and result.miou_p < alpha), **bottom_fields, **last_k,
     )  # fmt: skip
 
 
 def _group(delta: Delta) -> str | None:
     """Group "1" (tied with the top), "below", or None where the interval is missing or may not carry a mark."""
-    if delta.miou_ci is None or delta.pairs < MIN_SEED_PAIRS:
+    if delta.miou_ci is None or not delta.markable:
         return None
     return TOP_GROUP if delta.miou_ci[0] <= 0.0 <= delta.miou_ci[1] else BELOW
 
@@ -477,8 +480,8 @@ def build_comparison(
             notes.append(f"{m}: one seed: intervals over images only, no significance across seeds")
     bottom_names = bottom_classes(per_class, reference, FRACTION)
     all_classes = list(by_run.iloc[0])
-    if counts and len(all_classes) * 2 / (resamples + 1) >= alpha:
-        floor = len(all_classes) * 2 / (resamples + 1)
+    floor = len(all_classes) * 2 / (resamples + 1)  # Holm's smallest corrected p (module docs)
+    if counts and floor >= alpha:
         notes.append(f"{resamples} resamples: Holm over {len(all_classes)} classes cannot go below {floor:.2g}, so "
                      "no class can be marked; raise --resamples")  # fmt: skip
     inputs = (per_class, runs_of, counts, figures, [all_classes.index(name) for name in bottom_names])
