@@ -64,15 +64,16 @@ Per-image counts and intervals (evaluations only have them; the fields are null 
 - `ci`: {"resamples", "seed", "unit", "groups", "level"}: how they were drawn; `groups` is the number of groups
   among the evaluated images (null where the data set has none), whatever the unit.
 
-`--ci_resamples R` (default 2000; 0: no intervals, the interval fields and `ci` are null), `--ci_seed S` (default
-0; the same seed gives the same intervals) and `--ci_unit image|group`. The unit is `image` by default, and
-the analysis tables use it (`tailseg compare --ci_unit` chooses theirs): it says how much the figure would move
-with other frames of the same videos or cities. Frames of one video are not independent, so `group` (resample
-videos or cities, the cluster bootstrap) is the honest unit where a set spans several of them (Cityscapes val:
-3 cities, few for an interval), but it needs at least 2 groups and is refused before evaluating without them: CamVid's val set is 101 frames of one
-video (0016E5), where a group interval is impossible; the cross-video evidence there is the leave-one-video-out
-check of experiments/README.md. An evaluation of a single image has no intervals (null, like `--ci_resamples
-0`): every resample of one image is that image, and a zero-width interval would claim a certainty it does not have.
+`--ci_resamples R` (default 2000; 0: no intervals, the interval fields and `ci` are null), `--ci_seed S` (default 0;
+the same seed gives the same intervals) and `--ci_unit image|group`. The unit is `image` by default, and the
+analysis tables use it (`tailseg compare --ci_unit` chooses theirs): it says how much the figure would move with
+other frames of the same videos or cities. Frames of one video are not independent, so `group` (resample videos or
+cities, the cluster bootstrap) is the honest unit where a set spans several of them (Cityscapes val: 3 cities, few
+for an interval), but it needs at least 2 groups and is refused before evaluating without them: CamVid's val set is
+101 frames of one video (0016E5), where a group interval is impossible; the cross-video evidence there is the
+leave-one-video-out check of experiments/README.md. An evaluation of a single image has no intervals (null, like
+`--ci_resamples 0`): every resample of one image is that image, and a zero-width interval would claim a certainty it
+does not have.
 
 `--report_path PATH` writes the same report to PATH as well; `validate` and `test` refuse, before they
 evaluate, a PATH that holds the report of a `fit` (an evaluation never replaces a training report; a `fit`
