@@ -98,6 +98,32 @@ def test_report_copies_stay_with_their_own_runs_in_a_matrix_layout(tmp_path):
     assert listed.loc["median_freq/seed0/version_0", "sources"] == "csv"
 
 
+def test_the_parts_of_a_resumed_run_are_named_as_such_also_through_a_link(tmp_path):
+    """A seed stopped and resumed (`--ckpt_path last`) leaves version_0 (no report) and version_1 (the report):
+    version_0 is listed as resumed in version_1, not as unfinished; a run whose checkpoint nobody resumed from,
+    or one resumed only by another unfinished part, keeps its reason right; names keep the seed folder when the
+    folder searched is a link to the runs."""
+    out = tmp_path / "board"
+    seed1 = out / "stce" / "seed1"
+    for part in ("version_0", "version_1", "version_2"):
+        write_csv(seed1 / part, [{"epoch": 0, "step": 4, "train/loss": 2.5}])
+    (seed1 / "version_1" / "config.yaml").write_text(f"ckpt_path: {seed1 / 'version_0' / 'checkpoints' / 'last.ckpt'}\n")
+    write_report(seed1 / "version_2", [90, 70, 0, 20, 30, 80], seed=1,
+                 config={"seed_everything": 1, "ckpt_path": "gone/seed1/version_1/checkpoints/last.ckpt"})  # moved
+    write_csv(out / "stce" / "seed2" / "version_0", [{"epoch": 0, "step": 4, "train/loss": 2.5}])  # not resumed
+    link = tmp_path / "link"
+    link.mkdir()
+    (link / "stce").symlink_to(out / "stce")
+    for root in (out, link):
+        listed = ta.describe_runs(root).set_index("run")["status"].to_dict()
+        assert listed == {
+            "stce/seed1/version_0": "resumed in stce/seed1/version_1",
+            "stce/seed1/version_1": "resumed in stce/seed1/version_2",
+            "stce/seed1/version_2": "counted",
+            "stce/seed2/version_0": "unfinished: no report",
+        }
+
+
 def test_per_class_from_a_report_file_and_a_run_dir_and_named_sources(demo_runs):
     one = ta.load_per_class(demo_runs / "lmp" / "version_0" / "report.json")
     assert one["run"].unique().tolist() == ["lmp/version_0"] and one["method"].unique().tolist() == ["lmp"]

@@ -25,7 +25,9 @@ Which runs count (`select_runs`; `find_runs` finds them all, `describe_runs` sho
   checkpoint, or a `global_step` of 0 (reports without `trained`, from older versions: a `fit` report
   counts as trained unless its `global_step` is 0; one that records no step at all counts);
 - a run without a report is unfinished (or failed) and left out: its CSV log holds some earlier
-  validation, and mixing that with final numbers would compare different budgets;
+  validation, and mixing that with final numbers would compare different budgets. One that a later run
+  resumed (its checkpoint is that run's `ckpt_path`, e.g. `seed1/version_0` continued by `seed1/version_1`
+  after an interruption) is left out as "resumed in" that run, which holds its results;
 - seeds: the runs of a method are its seeds. Runs of one method with the same seed are repeats of one
   experiment (a second `make demo`, a run restarted from scratch), and of those that remain after the
   rules above only the newest counts (the one whose report was written last), so a newer unfinished run
@@ -379,6 +381,9 @@ def select_runs(
         reason = _reason(run, evaluations)
         if reason is not None and not (unfinished and reason == UNFINISHED):
             reasons[id(run)] = reason
+    for run in runs:
+        if reasons.get(id(run)) == UNFINISHED and (later := _resumed_in(run, runs)) is not None:
+            reasons[id(run)] = f"resumed in {later.name}"
     finished = [run for run in runs if id(run) not in reasons and run.report is not None]
     repeats: dict[tuple[str, int], list[Run]] = {}
     for run in finished:
@@ -403,13 +408,27 @@ def select_runs(
     return kept, [(run.name, reasons[id(run)]) for run in runs if id(run) in reasons]
 
 
+def _resumed_in(run: Run, runs: list[Run]) -> Run | None:
+    """The run that resumed `run` from one of its checkpoints (its config's `ckpt_path` lies in `run`'s
+    `checkpoints/` folder; also after the runs were moved, by the last two parts of the folder), if any."""
+    for other in runs:
+        ckpt = other.config.get("ckpt_path") if other is not run else None
+        if isinstance(ckpt, str) and Path(ckpt).parent.name == "checkpoints":
+            if _same_dir(str(Path(ckpt).parent.parent), run.path):
+                return other
+    return None
+
+
 def _run_name(run: Run, root: Path) -> str:
     """The run's folder relative to the searched `root`, led by the method: "lmp/version_0"."""
     folder = _wandb_owner(run.wandb_dir) if run.path == run.wandb_dir else run.path
-    try:
-        relative = folder.resolve().relative_to(root.resolve()).as_posix()
+    try:  # as found (a root that is a link to the runs keeps its own names), else as resolved
+        relative = folder.relative_to(root).as_posix()
     except ValueError:
-        relative = "."
+        try:
+            relative = folder.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            relative = "."
     if relative == ".":
         return run.method if folder.name == run.method else f"{run.method}/{folder.name}"
     return relative if relative.split("/")[0] == run.method else f"{run.method}/{relative}"
