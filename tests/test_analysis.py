@@ -107,9 +107,15 @@ def test_the_parts_of_a_resumed_run_are_named_as_such_also_through_a_link(tmp_pa
     seed1 = out / "stce" / "seed1"
     for part in ("version_0", "version_1", "version_2"):
         write_csv(seed1 / part, [{"epoch": 0, "step": 4, "train/loss": 2.5}])
-    (seed1 / "version_1" / "config.yaml").write_text(f"ckpt_path: {seed1 / 'version_0' / 'checkpoints' / 'last.ckpt'}\n")
-    write_report(seed1 / "version_2", [90, 70, 0, 20, 30, 80], seed=1,
-                 config={"seed_everything": 1, "ckpt_path": "gone/seed1/version_1/checkpoints/last.ckpt"})  # moved
+    (seed1 / "version_1" / "config.yaml").write_text(
+        f"ckpt_path: {seed1 / 'version_0' / 'checkpoints' / 'last.ckpt'}\n"
+    )
+    write_report(
+        seed1 / "version_2",
+        [90, 70, 0, 20, 30, 80],
+        seed=1,
+        config={"seed_everything": 1, "ckpt_path": "gone/seed1/version_1/checkpoints/last.ckpt"},
+    )  # recorded before the runs were moved
     write_csv(out / "stce" / "seed2" / "version_0", [{"epoch": 0, "step": 4, "train/loss": 2.5}])  # not resumed
     link = tmp_path / "link"
     link.mkdir()
