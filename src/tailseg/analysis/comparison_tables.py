@@ -158,8 +158,8 @@ def leaderboard(comparison: Comparison) -> Table:
         f"group 1: {c.top} (the top mIoU) and every method whose paired {100 * c.level:g}% interval of ΔmIoU "
         f"against it contains 0; 'below': the interval excludes 0; n/a: no per-image counts to pair, fewer "
         f"than {MIN_SEED_PAIRS} seed pairs, or too few groups of images",
-        f"P(> {c.reference}): share of seed pairs where the method's mIoU is higher (ties count 1/2), with 3 "
-        "seed pairs or more",
+        f"P(> {c.reference}): share of seed pairs (seeds paired by number: 0 with 0, 1 with 1, ...) where the "
+        "method's mIoU is higher (ties count 1/2), with 3 seed pairs or more",
     ]
     if last:
         under.append(
