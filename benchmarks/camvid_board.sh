@@ -18,6 +18,9 @@
 #                  every config of experiments/camvid/ on val
 #   synthetic      every config of experiments/synthetic/, 3 seeds
 #   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
+#   restore        not a training: the reverse of `results`, for a new machine or a lost OUT: copies the reports of
+#                  benchmarks/results/ back into OUT's stage folders, so the matrices count those runs done and train
+#                  only the rest (no checkpoints come back: a fine-tuning stage whose pretraining is missing says so)
 #   results        not a training: copies the finished reports (report.json and its per-image file, if any; no
 #                  checkpoints) of every stage folder into benchmarks/results/ (RESULTS) and writes each folder's
 #                  comparison.md with `tailseg compare --reference base`, the val folders' with the held-out
@@ -77,6 +80,20 @@ results() {  # copy every finished seed's report of each stage folder, then one 
     done
 }
 
+restore() {  # the reports of benchmarks/results/ back into OUT's stage folders (existing reports are kept)
+    local results=${RESULTS:-benchmarks/results} stage src report run
+    shopt -s nullglob
+    for stage in "${!RESULT_DIRS[@]}"; do
+        src=$results/${RESULT_DIRS[$stage]}
+        for report in "$src"/*/seed*/report.json; do
+            run=$OUT/$stage/${report#"$src/"} run=${run%/report.json}
+            [[ -f $run/report.json ]] && continue
+            mkdir -p "$run"
+            cp "$report" "${report%/report.json}"/*.per_image.npz "$run/"
+        done
+    done
+}
+
 pretrained() {  # pretrained SCRATCH_DIR: the final checkpoint of BASE seed 0 there (trained first if missing)
     local dir=$1 report="$1/base/seed0/report.json"
     if [[ ! -f $report ]]; then
@@ -88,7 +105,14 @@ pretrained() {  # pretrained SCRATCH_DIR: the final checkpoint of BASE seed 0 th
         echo "no $report after training BASE seed 0 there: see $dir/base/seed0/log.txt" >&2
         return 1
     fi
-    "${PYTHON:-python3}" -c "import json, sys; print(json.load(open(sys.argv[1]))['checkpoint'])" "$report"
+    local checkpoint
+    checkpoint=$("${PYTHON:-python3}" -c "import json, sys; print(json.load(open(sys.argv[1]))['checkpoint'])" "$report")
+    if [[ ! -f $checkpoint ]]; then
+        echo "$report names the checkpoint $checkpoint, which is not there (a report restored from" \
+             "benchmarks/results/ keeps no weights): move $dir/base/seed0 aside to train the pretraining again" >&2
+        return 1
+    fi
+    echo "$checkpoint"
 }
 
 configs() {  # configs FOLDER NAME...: the config files of the names that exist in FOLDER
@@ -120,8 +144,9 @@ stage() {
         synthetic) "$TAILSEG" matrix experiments/synthetic/*.yaml --seeds "${SEEDS[@]}" --out "$OUT/synthetic" \
             --jobs "$JOBS" --no-compare ;;
         results) results ;;
+        restore) restore ;;
         *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, scratch-val-new, synthetic, finetune-extra," \
-             "results)" >&2
+             "results, restore)" >&2
             exit 2 ;;
     esac
 }

@@ -34,7 +34,9 @@ def test_the_synthetic_stage_runs_every_synthetic_config(tmp_path):
 def test_the_held_out_fine_tunes_start_from_the_held_out_pretraining(tmp_path):
     report = tmp_path / "scratch-0006R0" / "base" / "seed0" / "report.json"
     report.parent.mkdir(parents=True)
-    report.write_text(json.dumps({"checkpoint": "/runs/held-out-base.ckpt"}))
+    checkpoint = tmp_path / "held-out-base.ckpt"
+    checkpoint.write_bytes(b"weights")
+    report.write_text(json.dumps({"checkpoint": str(checkpoint)}))
     (line,) = _commands(tmp_path, "finetune-0006R0")
     words = line.split()
     configs = words[1 : words.index("--seeds")]
@@ -44,8 +46,44 @@ def test_the_held_out_fine_tunes_start_from_the_held_out_pretraining(tmp_path):
         f"--out {tmp_path}/finetune-0006R0 --jobs 2 --no-compare -- "
         "--data.train.init_args.root /data/camvid --data.val.init_args.root /data/camvid "
         "--data.train.init_args.split train+val --data.train.init_args.exclude_videos [0006R0] "
-        "--data.val.init_args.split train --data.val.init_args.videos [0006R0] --model.init_from /runs/held-out-base.ckpt"
+        f"--data.val.init_args.split train --data.val.init_args.videos [0006R0] --model.init_from {checkpoint}"
     )
+
+
+def test_a_pretraining_whose_checkpoint_is_gone_stops_the_stage_by_name(tmp_path):
+    """A report of BASE seed 0 without its weights (restored from benchmarks/results/): no fine-tune starts from a
+    missing file; the message names the report, the checkpoint and what to do."""
+    report = tmp_path / "scratch-val" / "base" / "seed0" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"checkpoint": str(tmp_path / "gone.ckpt")}))
+    done = _run(tmp_path, "finetune-val")
+    assert done.returncode != 0 and done.stdout == ""
+    assert f"{report} names the checkpoint {tmp_path}/gone.ckpt, which is not there" in done.stderr
+    assert f"move {tmp_path}/scratch-val/base/seed0 aside" in done.stderr
+
+
+def test_restore_puts_the_results_back_where_the_matrices_look_and_keeps_what_is_there(tmp_path):
+    """`restore` is `results` reversed: each stage's reports (and per-image files) go back to OUT/<stage>/, so a
+    new machine trains only what benchmarks/results/ lacks; a report already in OUT is not overwritten."""
+    out, results = tmp_path / "board", tmp_path / "results"
+    for run in ("camvid-runs/0006R0/base/seed1", "camvid-runs/val/lmp/seed0", "camvid-finetune/val/base/seed2"):
+        (results / run).mkdir(parents=True)
+        (results / run / "report.json").write_text(json.dumps({"from": "results"}))
+    (results / "camvid-runs/val/lmp/seed0/report.per_image.npz").write_bytes(b"counts")
+    (out / "scratch-val/lmp/seed0").mkdir(parents=True)
+    (out / "scratch-val/lmp/seed0/report.json").write_text(json.dumps({"from": "board"}))
+    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}
+    env.update(OUT=str(out), TAILSEG="echo", RESULTS=str(results))
+    done = subprocess.run(["bash", str(SCRIPT), "restore"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert restored == [
+        "finetune-val/base/seed2/report.json",
+        "scratch-0006R0/base/seed1/report.json",
+        "scratch-val/lmp/seed0/report.json",
+    ]
+    assert json.loads((out / "scratch-0006R0/base/seed1/report.json").read_text()) == {"from": "results"}
+    assert json.loads((out / "scratch-val/lmp/seed0/report.json").read_text()) == {"from": "board"}
 
 
 def test_a_missing_pretraining_is_trained_first_and_a_failed_one_stops_the_stage(tmp_path):
