@@ -22,6 +22,13 @@ def _commands(tmp_path: Path, *stages: str) -> list[str]:
     return done.stdout.splitlines()
 
 
+def _run_files_stage(out: Path, results: Path, stage: str) -> subprocess.CompletedProcess:
+    """`results` or `restore`: copies between OUT and RESULTS, no data and no training."""
+    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}
+    env.update(OUT=str(out), TAILSEG="echo", RESULTS=str(results))
+    return subprocess.run(["bash", str(SCRIPT), stage], env=env, capture_output=True, text=True)
+
+
 def test_the_synthetic_stage_runs_every_synthetic_config(tmp_path):
     (line,) = _commands(tmp_path, "synthetic")
     words = line.split()
@@ -70,16 +77,16 @@ def test_restore_puts_the_results_back_where_the_matrices_look_and_keeps_what_is
         (results / run).mkdir(parents=True)
         (results / run / "report.json").write_text(json.dumps({"from": "results"}))
     (results / "camvid-runs/val/lmp/seed0/report.per_image.npz").write_bytes(b"counts")
+    (results / "camvid-runs/0006R0/base/seed1/report.per_image.npz").write_bytes(b"counts")
     (out / "scratch-val/lmp/seed0").mkdir(parents=True)
     (out / "scratch-val/lmp/seed0/report.json").write_text(json.dumps({"from": "board"}))
-    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}
-    env.update(OUT=str(out), TAILSEG="echo", RESULTS=str(results))
-    done = subprocess.run(["bash", str(SCRIPT), "restore"], env=env, capture_output=True, text=True)
+    done = _run_files_stage(out, results, "restore")
     assert done.returncode == 0, done.stderr
     restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert restored == [
         "finetune-val/base/seed2/report.json",
         "scratch-0006R0/base/seed1/report.json",
+        "scratch-0006R0/base/seed1/report.per_image.npz",
         "scratch-val/lmp/seed0/report.json",
     ]
     assert json.loads((out / "scratch-0006R0/base/seed1/report.json").read_text()) == {"from": "results"}
@@ -130,9 +137,7 @@ def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
         if sidecar:
             (out / run / "report.per_image.npz").write_bytes(b"counts")
     (out / "finetune-val" / "lmp" / "seed1").mkdir()  # unfinished: no report
-    env = {k: v for k, v in os.environ.items() if k != "CAMVID"}  # `results` needs no data
-    env.update(OUT=str(out), TAILSEG="echo", RESULTS=str(results))
-    done = subprocess.run(["bash", str(SCRIPT), "results"], env=env, capture_output=True, text=True)
+    done = _run_files_stage(out, results, "results")
     assert done.returncode == 0, done.stderr
     copied = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
     assert copied == [
@@ -152,7 +157,7 @@ def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
     # with the held-out fine-tunes there too, the val comparison sets them beside val's
     (out / "finetune-0006R0" / "base" / "seed0").mkdir(parents=True)
     (out / "finetune-0006R0" / "base" / "seed0" / "report.json").write_text("{}")
-    done = subprocess.run(["bash", str(SCRIPT), "results"], env=env, capture_output=True, text=True)
+    done = _run_files_stage(out, results, "results")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == (
         f"compare {results}/camvid-finetune/val --reference base --label val --across "
