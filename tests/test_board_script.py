@@ -29,6 +29,11 @@ def _run_files_stage(out: Path, results: Path, stage: str) -> subprocess.Complet
     return subprocess.run(["bash", str(SCRIPT), stage], env=env, capture_output=True, text=True)
 
 
+def _files(folder: Path) -> list[str]:
+    """Every file under a folder, relative to it, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
 def test_the_synthetic_stage_runs_every_synthetic_config(tmp_path):
     (line,) = _commands(tmp_path, "synthetic")
     words = line.split()
@@ -82,8 +87,7 @@ def test_restore_puts_the_results_back_where_the_matrices_look_and_keeps_what_is
     (out / "scratch-val/lmp/seed0/report.json").write_text(json.dumps({"from": "board"}))
     done = _run_files_stage(out, results, "restore")
     assert done.returncode == 0, done.stderr
-    restored = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert restored == [
+    assert _files(out) == [
         "finetune-val/base/seed2/report.json",
         "scratch-0006R0/base/seed1/report.json",
         "scratch-0006R0/base/seed1/report.per_image.npz",
@@ -139,8 +143,7 @@ def test_results_copies_the_finished_reports_and_compares_each_folder(tmp_path):
     (out / "finetune-val" / "lmp" / "seed1").mkdir()  # unfinished: no report
     done = _run_files_stage(out, results, "results")
     assert done.returncode == 0, done.stderr
-    copied = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
-    assert copied == [
+    assert _files(results) == [
         "camvid-finetune/val/base/seed0/report.json",
         "camvid-finetune/val/base/seed0/report.per_image.npz",
         "camvid-finetune/val/lmp/seed2/report.json",
