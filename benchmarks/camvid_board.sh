@@ -16,6 +16,8 @@
 #   scratch-0006R0 the same methods, trained on train + val without video 0006R0, validated on 0006R0's 101 frames
 #   scratch-val-new  the methods added since (SCRATCH_NEW) as scratch-val, into the same folder: with it,
 #                  every config of experiments/camvid/ on val
+#   scratch-0006R0-new  the same methods on the held-out video, as scratch-0006R0 and into its folder: val's
+#                  verdicts need the check on a video the model never saw
 #   synthetic      every config of experiments/synthetic/, 3 seeds
 #   finetune-extra the other fine-tuning configs (the methods of 2021-2023, compound losses), val and 0006R0
 #   restore        not a training: the reverse of `results`, for a new machine or a lost OUT: copies the reports of
@@ -37,8 +39,8 @@ ROOTS=(--data.train.init_args.root "${CAMVID:-}" --data.val.init_args.root "${CA
 HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_videos "[0006R0]"
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
 # The from-scratch board, in the order the comparisons need them: the papers' methods first (the fine-tuning
-# verdict compares them with their from-scratch figures), then the peers (on val and the held-out video), then
-# the methods added since (on val only).
+# verdict compares them with their from-scratch figures), then the peers, then the methods added since (each
+# group on val and on the held-out video).
 SCRATCH=(base lmp tce_class stce base_plus lmp_only focal median_freq rare_class class_balanced repeat_factor
          lovasz dice)
 SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
@@ -128,6 +130,8 @@ stage() {
             matrix "$OUT/scratch-val" "${files[@]}" ;;
         scratch-0006R0) EXTRA=("${HELD_OUT[@]}"); mapfile -t files < <(configs experiments/camvid "${SCRATCH[@]}")
             matrix "$OUT/scratch-0006R0" "${files[@]}" ;;
+        scratch-0006R0-new) EXTRA=("${HELD_OUT[@]}"); mapfile -t files < <(configs experiments/camvid "${SCRATCH_NEW[@]}")
+            matrix "$OUT/scratch-0006R0" "${files[@]}" ;;
         finetune-val) EXTRA=(); local start; start=$(pretrained "$OUT/scratch-val")
             EXTRA=(--model.init_from "$start"); mapfile -t files < <(configs experiments/camvid/finetune "${FINETUNE[@]}")
             matrix "$OUT/finetune-val" "${files[@]}" ;;
@@ -145,12 +149,13 @@ stage() {
             --jobs "$JOBS" --no-compare ;;
         results) results ;;
         restore) restore ;;
-        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, scratch-val-new, synthetic, finetune-extra," \
+        *) echo "unknown stage $1 (finetune-val, finetune-0006R0, scratch-val, scratch-0006R0, scratch-val-new, scratch-0006R0-new," \
+             "synthetic, finetune-extra," \
              "results, restore)" >&2
             exit 2 ;;
     esac
 }
 
-for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 scratch-val-new synthetic finetune-extra}"; do
+for s in "${@:-finetune-val finetune-0006R0 scratch-val scratch-0006R0 scratch-val-new scratch-0006R0-new synthetic finetune-extra}"; do
     for one in $s; do stage "$one"; done
 done
