@@ -46,7 +46,7 @@ SCRATCH=(base lmp tce_class stce base_plus lmp_only focal median_freq rare_class
 SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
 # The fine-tuning verdict's methods; the others of experiments/camvid/finetune/ come last (stage finetune-extra).
 FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only)
-FINETUNE_EXTRA=(logit_adjust blv recall ce_lovasz ce_dice)
+FINETUNE_EXTRA=(logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
 
 matrix() {  # matrix OUT_DIR CONFIG... -- OVERRIDES...
     : "${CAMVID:?set CAMVID to the CamVid folder (train/, trainannot/, val/, valannot/)}"

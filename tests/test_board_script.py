@@ -62,6 +62,33 @@ def test_the_held_out_fine_tunes_start_from_the_held_out_pretraining(tmp_path):
     )
 
 
+def test_the_fine_tuning_stages_run_every_fine_tuning_config_once_each(tmp_path):
+    """finetune-val (the verdict's methods) and finetune-extra (the rest) together cover experiments/camvid/finetune/,
+    and finetune-extra runs its configs on val and then on the held-out video, each from its own pretraining."""
+    starts = {}
+    for folder in ("scratch-val", "scratch-0006R0"):
+        report = tmp_path / folder / "base" / "seed0" / "report.json"
+        report.parent.mkdir(parents=True)
+        starts[folder] = tmp_path / f"{folder}.ckpt"
+        starts[folder].write_bytes(b"weights")
+        report.write_text(json.dumps({"checkpoint": str(starts[folder])}))
+    (verdict,) = _commands(tmp_path, "finetune-val")
+    extra_val, extra_held_out = _commands(tmp_path, "finetune-extra")
+
+    def configs(line: str) -> list[str]:
+        words = line.split()
+        return words[1 : words.index("--seeds")]
+
+    assert configs(extra_val) == configs(extra_held_out)
+    assert not set(configs(verdict)) & set(configs(extra_val))
+    every = {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid" / "finetune").glob("*.yaml")}
+    assert set(configs(verdict)) | set(configs(extra_val)) == every
+    assert f"--out {tmp_path}/finetune-val " in extra_val and "0006R0" not in extra_val
+    assert extra_val.endswith(f"--model.init_from {starts['scratch-val']}")
+    assert f"--out {tmp_path}/finetune-0006R0 " in extra_held_out and "--data.val.init_args.videos [0006R0]" in extra_held_out
+    assert extra_held_out.endswith(f"--model.init_from {starts['scratch-0006R0']}")
+
+
 def test_a_pretraining_whose_checkpoint_is_gone_stops_the_stage_by_name(tmp_path):
     """A report of BASE seed 0 without its weights (restored from benchmarks/results/): no fine-tune starts from a
     missing file; the message names the report, the checkpoint and what to do."""
