@@ -29,6 +29,12 @@ def _run_files_stage(out: Path, results: Path, stage: str) -> subprocess.Complet
     return subprocess.run(["bash", str(SCRIPT), stage], env=env, capture_output=True, text=True)
 
 
+def _configs(line: str) -> list[str]:
+    """The config files of one `matrix` command line."""
+    words = line.split()
+    return words[1 : words.index("--seeds")]
+
+
 def _files(folder: Path) -> list[str]:
     """Every file under a folder, relative to it, sorted."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -36,9 +42,8 @@ def _files(folder: Path) -> list[str]:
 
 def test_the_synthetic_stage_runs_every_synthetic_config(tmp_path):
     (line,) = _commands(tmp_path, "synthetic")
-    words = line.split()
-    assert words[0] == "matrix"
-    configs = words[1 : words.index("--seeds")]
+    assert line.split()[0] == "matrix"
+    configs = _configs(line)
     assert set(configs) == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "synthetic").glob("*.yaml")}
     assert line.endswith(f"--seeds 0 1 2 --out {tmp_path}/synthetic --jobs 2 --no-compare")
 
@@ -50,8 +55,7 @@ def test_the_held_out_fine_tunes_start_from_the_held_out_pretraining(tmp_path):
     checkpoint.write_bytes(b"weights")
     report.write_text(json.dumps({"checkpoint": str(checkpoint)}))
     (line,) = _commands(tmp_path, "finetune-0006R0")
-    words = line.split()
-    configs = words[1 : words.index("--seeds")]
+    configs = _configs(line)
     assert configs[:3] == [f"experiments/camvid/finetune/{m}.yaml" for m in ("base", "base_plus", "lmp")]
     assert all((ROOT / c).is_file() for c in configs)
     assert line.endswith(
@@ -74,15 +78,10 @@ def test_the_fine_tuning_stages_run_every_fine_tuning_config_once_each(tmp_path)
         report.write_text(json.dumps({"checkpoint": str(starts[folder])}))
     (verdict,) = _commands(tmp_path, "finetune-val")
     extra_val, extra_held_out = _commands(tmp_path, "finetune-extra")
-
-    def configs(line: str) -> list[str]:
-        words = line.split()
-        return words[1 : words.index("--seeds")]
-
-    assert configs(extra_val) == configs(extra_held_out)
-    assert not set(configs(verdict)) & set(configs(extra_val))
+    assert _configs(extra_val) == _configs(extra_held_out)
+    assert not set(_configs(verdict)) & set(_configs(extra_val))
     every = {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid" / "finetune").glob("*.yaml")}
-    assert set(configs(verdict)) | set(configs(extra_val)) == every
+    assert set(_configs(verdict)) | set(_configs(extra_val)) == every
     assert f"--out {tmp_path}/finetune-val " in extra_val and "0006R0" not in extra_val
     assert extra_val.endswith(f"--model.init_from {starts['scratch-val']}")
     assert f"--out {tmp_path}/finetune-0006R0 " in extra_held_out and "--data.val.init_args.videos [0006R0]" in extra_held_out
@@ -153,12 +152,8 @@ def test_the_val_board_runs_every_camvid_config_and_the_held_out_board_the_paper
         else:
             assert "0006R0" not in lines[stage]
 
-    def configs(stage: str) -> list[str]:
-        words = lines[stage].split()
-        return words[1 : words.index("--seeds")]
-
-    board, new, held_out = configs("scratch-val"), configs("scratch-val-new"), configs("scratch-0006R0")
-    assert configs("scratch-0006R0-new") == new
+    board, new, held_out = (_configs(lines[s]) for s in ("scratch-val", "scratch-val-new", "scratch-0006R0"))
+    assert _configs(lines["scratch-0006R0-new"]) == new
     assert set(board) | set(new) == {str(p.relative_to(ROOT)) for p in (ROOT / "experiments" / "camvid").glob("*.yaml")}
     assert not set(board) & set(new) and "experiments/camvid/logit_adjust.yaml" in new
     assert held_out == board and board[:4] == [
