@@ -84,7 +84,10 @@ def test_the_fine_tuning_stages_run_every_fine_tuning_config_once_each(tmp_path)
     assert set(_configs(verdict)) | set(_configs(extra_val)) == every
     assert f"--out {tmp_path}/finetune-val " in extra_val and "0006R0" not in extra_val
     assert extra_val.endswith(f"--model.init_from {starts['scratch-val']}")
-    assert f"--out {tmp_path}/finetune-0006R0 " in extra_held_out and "--data.val.init_args.videos [0006R0]" in extra_held_out
+    assert (
+        f"--out {tmp_path}/finetune-0006R0 " in extra_held_out
+        and "--data.val.init_args.videos [0006R0]" in extra_held_out
+    )
     assert extra_held_out.endswith(f"--model.init_from {starts['scratch-0006R0']}")
 
 

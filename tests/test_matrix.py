@@ -141,6 +141,33 @@ def test_a_killed_matrix_leaves_no_job_training(tmp_path):
     assert (tmp_path / "matrix" / "base" / "seed3" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_sigterm_to_a_runs_whole_process_group_with_loader_workers_still_saves(tmp_path):
+    """SLURM's `scancel` or `pkill` signals every process of a run, its loader workers too: the workers ignore it,
+    so the training process finishes its step, writes `last.ckpt` and exits with 143, with no "DataLoader worker
+    ... is killed by signal" raised at a random point (it once broke the write of `last.ckpt`)."""
+    run = tmp_path / "run"
+    slow = ["--trainer.callbacks+=test_matrix.SlowSteps", "--trainer.callbacks.seconds", "0.5"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    command = [sys.executable, "-m", "tailseg", "fit", "--config", CONFIGS[0], "--trainer.default_root_dir", str(run),
+               *tiny(20)[1:], "--data.num_workers", "2", *EVERY_STEP, *slow]  # fmt: skip
+    with open(tmp_path / "log.txt", "w") as log:
+        fit = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_for(lambda: (run / "version_0/checkpoints/step=2.ckpt").is_file(), "the second step")
+        workers = [int(p) for p in Path(f"/proc/{fit.pid}/task/{fit.pid}/children").read_text().split()]
+        assert len(workers) >= 2  # the group holds the loader workers, which get the signal too
+        os.killpg(fit.pid, signal.SIGTERM)
+        status = fit.wait(timeout=120)
+    finally:
+        fit.kill()
+    printed = (tmp_path / "log.txt").read_text()
+    assert status == 143, printed[-3000:]
+    assert "killed by signal" not in printed
+    last = run / "version_0" / "checkpoints" / "last.ckpt"
+    assert 2 <= torch.load(last, map_location="cpu", weights_only=True)["global_step"] < 20
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to exit", timeout=30)
+
+
 def test_a_run_of_another_config_is_refused_or_rerun_from_scratch(tmp_path, capsys):
     config = tmp_path / "base.yaml"
     config.write_text(Path(CONFIGS[0]).read_text())

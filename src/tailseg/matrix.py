@@ -33,9 +33,10 @@ stops with status 2 naming the first. SLURM array tasks (`--only`) share the fol
 `--list` and `--compare-only` only read and need no lock.
 
 Stopping: each job runs in its own process group. SIGTERM (a scheduler's stop) or Ctrl-C sends SIGTERM to
-every job's group, so each finishes its step and saves `last.ckpt`; jobs still running `--grace` seconds
-later (default 60) are killed with their loader workers. The matrix then exits with status 143 after
-SIGTERM (130 after Ctrl-C), like `tailseg fit`, and nothing of it keeps running.
+every job's group, so each finishes its step and saves `last.ckpt` (its loader workers ignore SIGTERM:
+`tailseg.data.datamodule`); jobs still running `--grace` seconds later (default 60) are killed with their
+loader workers. The matrix then exits with status 143 after SIGTERM (130 after Ctrl-C), like `tailseg fit`,
+and nothing of it keeps running.
 
 At the end (unless `--no-compare`), the finished runs of the whole `OUT` folder are compared through the
 same analysis as `tailseg compare` and the notebooks: `OUT/comparison.md` (per-class IoU with intervals over

@@ -15,6 +15,13 @@ the sampler's state - not on worker count, not on torch's global random state - 
 from a checkpoint sees exactly the crops of an uninterrupted run. The loaders draw their worker
 seeds from private generators and leave torch's global generator (used by dropout) alone.
 
+Stopping: loader workers ignore SIGTERM (`_workers_ignore_sigterm`). A scheduler or `pkill` often sends it
+to every process of a run (SLURM's `scancel`, a signal to the process group), and a worker that died of it
+made the training process raise "DataLoader worker ... is killed by signal" at a random point, possibly in
+the middle of writing `last.ckpt`. The training process alone handles SIGTERM (finishes its step, saves,
+exits with 143) and shuts its workers down as it exits; workers whose training process is killed outright
+exit on their own (torch's worker watchdog).
+
 Checks before the first step: `setup` loads every sample of the sets the stage uses once (train and
 val for `fit`, val for `validate`, test for `test`, the predicted set for `predict`;
 `tailseg.data.stats.check_samples`, threads, cached on disk), so a truncated or mismatched file stops the
@@ -35,6 +42,7 @@ that define `set_class_statistics(counts)` receive it from the model's `setup`.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -323,6 +331,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return {
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": _workers_ignore_sigterm if self.num_workers > 0 else None,
             "pin_memory": torch.cuda.is_available(),
             "generator": torch.Generator().manual_seed(self.seed or 0),  # leaves the global generator alone
         }
@@ -390,3 +399,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Whole images to predict, sharded across DDP ranks like `val_dataloader` (each rank writes its own)."""
         sampler = EvalShard.for_trainer(self.predict_set, getattr(self, "trainer", None), split="predict")
         return self._eval_loader("predict", self.predict_set, sampler)
+
+
+def _workers_ignore_sigterm(worker_id: int) -> None:
+    """In each loader worker as it starts: SIGTERM is the training process's to handle (see the module docs)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
