@@ -40,10 +40,11 @@ HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
 # The from-scratch board, in the order the comparisons need them: the papers' methods first (the fine-tuning
 # verdict compares them with their from-scratch figures), then the peers, then the methods added since (each
-# group on val and on the held-out video).
+# group on val and on the held-out video). The methods added since go in the order of the claims their val runs
+# make (those above BASE by the most first), so the held-out check of the largest claims comes first.
 SCRATCH=(base lmp tce_class stce base_plus lmp_only focal median_freq rare_class class_balanced repeat_factor
          lovasz dice)
-SCRATCH_NEW=(ohem bootstrap tce_image class_balanced_images logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
+SCRATCH_NEW=(ce_lovasz ce_dice lmp_lovasz logit_adjust class_balanced_images ohem blv tce_image recall bootstrap)
 # The fine-tuning verdict's methods; the others of experiments/camvid/finetune/ come last (stage finetune-extra).
 FINETUNE=(base base_plus lmp tce_class stce rare_class class_balanced lmp_only)
 FINETUNE_EXTRA=(logit_adjust blv recall ce_lovasz ce_dice lmp_lovasz)
