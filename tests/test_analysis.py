@@ -242,6 +242,24 @@ def test_gain_figure_points_are_the_iou_differences_at_the_pixel_shares(demo_run
     assert table.loc["road", "gain_std"] == pytest.approx(np.std([0.0, 2.0], ddof=1))
 
 
+def test_gain_figure_of_many_methods_keeps_its_legend_off_the_points(demo_runs):
+    """Beyond `LEGEND_INSIDE` methods the legend stands right of the axes (a board of 20 hid its points with it)."""
+    from tailseg.analysis.gains import LEGEND_INSIDE
+
+    for k in range(LEGEND_INSIDE + 1):
+        write_report(demo_runs / f"m{k}" / "version_0", [None if v is None else v + k for v in BASE], seed=0)
+    frame = ta.load_per_class(demo_runs)
+    many = ta.gain_figure(frame, reference="base")
+    few = ta.gain_figure(frame, ["lmp", "m0"], reference="base")
+    for figure, outside in ((many, True), (few, False)):
+        figure.canvas.draw()  # constrained layout places the axes and the legend
+        ax = figure.axes[0]
+        legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert len(ax.get_legend().get_texts()) == (len(ta.methods(frame)) - 1 if outside else 2)
+        assert (legend.x0 >= axes_box.x1) == outside
+        assert legend.x1 <= figure.bbox.x1 + 1  # and within the figure
+
+
 def test_sorted_iou_table_order_and_groups(demo_runs):
     frame = ta.load_per_class(demo_runs)
     table = ta.sorted_iou_table(frame, "base")

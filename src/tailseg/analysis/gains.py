@@ -81,6 +81,10 @@ def _gain_points(source, method: str, reference: str) -> pd.DataFrame:
     return table.assign(lower=table["gain_std"], upper=table["gain_std"])
 
 
+#: The most series whose legend `gain_figure` puts inside the axes; more stand to the right of them.
+LEGEND_INSIDE = 6
+
+
 def gain_figure(
     per_class,
     method: str | list[str] | None = None,
@@ -96,7 +100,8 @@ def gain_figure(
     `Comparison` (`build_comparison`, whose reference is used; error bars: the paired 95% interval of Δ, else
     the std over seeds). Classes without a gain (no IoU in one of the two) or without a positive pixel share
     cannot be placed and are left out (listed in the axes' title). Each series is a `PathCollection` labelled
-    "<method> − <reference>"; its offsets are (pixel share, gain).
+    "<method> − <reference>"; its offsets are (pixel share, gain). With more than `LEGEND_INSIDE` series the
+    legend stands to the right of the axes (and a figure made here is wider), where it hides no point.
     """
     from tailseg.analysis.comparison import Comparison
 
@@ -114,7 +119,7 @@ def gain_figure(
     if not shown:
         raise ValueError(f"no method to compare with the reference {reference!r}")
     if ax is None:
-        figure = Figure(figsize=(8.5, 5.0), layout="constrained")
+        figure = Figure(figsize=(8.5 if len(shown) <= LEGEND_INSIDE else 11.0, 5.0), layout="constrained")
         ax = figure.add_subplot()
     markers = "os^Dv<>p"
     left_out: set[str] = set()
@@ -141,7 +146,9 @@ def gain_figure(
         title += f"\n(not shown: {', '.join(sorted(left_out))})"
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    if len(shown) > 1:
+    if len(shown) > LEGEND_INSIDE:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    elif len(shown) > 1:
         ax.legend(fontsize=8)
     return ax.figure
 
