@@ -40,8 +40,9 @@ HELD_OUT=(--data.train.init_args.split train+val --data.train.init_args.exclude_
           --data.val.init_args.split train --data.val.init_args.videos "[0006R0]")
 # The from-scratch board, in the order the comparisons need them: the papers' methods first (the fine-tuning
 # verdict compares them with their from-scratch figures), then the peers, then the methods added since (each
-# group on val and on the held-out video). The methods added since go in the order of the claims their val runs
-# make (those above BASE by the most first), so the held-out check of the largest claims comes first.
+# group on val and on the held-out video). The methods added since go in the order of their claims (those above
+# BASE by the most on val first; LMP + Lovász, the top of the synthetic board, beside the other compound losses),
+# so the held-out check of the largest claims comes first.
 SCRATCH=(base lmp tce_class stce base_plus lmp_only focal median_freq rare_class class_balanced repeat_factor
          lovasz dice)
 SCRATCH_NEW=(ce_lovasz ce_dice lmp_lovasz logit_adjust class_balanced_images ohem blv tce_image recall bootstrap)
